@@ -1,0 +1,33 @@
+"""Face mesh topology: landmark counts and the index maps of the refined regions.
+
+Sides are the **subject's own** (anatomical) sides, as in ``mediapipe.solutions.face_mesh_connections``:
+``RIGHT_EYE`` contains mesh points 33 (outer corner) .. 133 (inner corner), which lie on the image-left
+side of an unmirrored photo. The released ``.tflite`` names the same output ``output_left_eye`` (image
+side); the importer maps it to our ``right_eye``. Iris slots: 468..472 = right iris (468 its centre),
+473..477 = left iris (473 its centre).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+_DATA = json.loads(resources.files("attnmesh").joinpath("data/face_regions.json").read_text())
+
+NUM_MESH_LANDMARKS: int = _DATA["num_mesh_landmarks"]  # 468
+NUM_REFINED_LANDMARKS: int = _DATA["num_refined_landmarks"]  # 478
+
+LIPS: tuple[int, ...] = tuple(_DATA["lips"])  # 80 mesh indices refined by the lips sub-model
+RIGHT_EYE: tuple[int, ...] = tuple(_DATA["right_eye"])  # 71: eye contours and brow, subject's right
+LEFT_EYE: tuple[int, ...] = tuple(_DATA["left_eye"])  # 71, subject's left
+RIGHT_IRIS: tuple[int, ...] = tuple(_DATA["right_iris"])  # 468..472 (centre, then 4 contour points)
+LEFT_IRIS: tuple[int, ...] = tuple(_DATA["left_iris"])  # 473..477
+RIGHT_IRIS_Z_AVERAGE: tuple[int, ...] = tuple(_DATA["right_iris_z_average"])  # inner eye contour, 16
+LEFT_IRIS_Z_AVERAGE: tuple[int, ...] = tuple(_DATA["left_iris_z_average"])
+
+# Mesh landmark pairs (left-to-right across the image) that set each region crop's rotation.
+CROP_ROTATION_PAIRS: dict[str, tuple[int, int]] = {k: (v[0], v[1]) for k, v in _DATA["crop_rotation_pairs"].items()}
+
+# Outer eye corners: the inter-ocular distance used for error normalisation, and the tracking rotation.
+RIGHT_EYE_OUTER_CORNER = 33
+LEFT_EYE_OUTER_CORNER = 263

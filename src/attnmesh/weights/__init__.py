@@ -1,0 +1,65 @@
+"""Shipped weights: ``.safetensors`` files beside this module plus ``manifest.json``.
+
+The manifest records, for each model, the file, its sha256, the ``.tflite`` it was imported from (package,
+path inside the package, sha256) and, for each of our parameters, the TFLite tensor it came from.
+``python -m attnmesh.convert`` regenerates all of it. Loading verifies the sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+MANIFEST_NAME = "manifest.json"
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, corrupt, or does not match its manifest."""
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files("attnmesh.weights")))
+
+
+def read_manifest(directory: Path | None = None) -> dict[str, Any]:
+    path = (directory or weights_dir()) / MANIFEST_NAME
+    if not path.is_file():
+        raise WeightsError(f"weights manifest not found: {path} (run `python -m attnmesh.convert`)")
+    return json.loads(path.read_text())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict(name: str, directory: Path | None = None) -> dict[str, torch.Tensor]:
+    """The float32 state dict of shipped model ``name`` (e.g. ``"attention_mesh"``), sha256-verified."""
+    directory = directory or weights_dir()
+    manifest = read_manifest(directory)
+    if name not in manifest["models"]:
+        raise WeightsError(f"no shipped weights named {name!r}; available: {sorted(manifest['models'])}")
+    entry = manifest["models"][name]
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise WeightsError(f"weights file missing: {path}")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise WeightsError(f"weights file {path.name} is corrupt: sha256 {digest[:12]}… != manifest "
+                           f"{entry['sha256'][:12]}…")
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def load_model_weights(model: torch.nn.Module, name: str, directory: Path | None = None) -> torch.nn.Module:
+    """Load shipped weights ``name`` into ``model`` (strict) and return it."""
+    model.load_state_dict(load_state_dict(name, directory), strict=True)
+    return model
