@@ -1,0 +1,51 @@
+"""Result types of the pipelines. All coordinates are image pixels (x right, y down, pixel centres at
+integers); ``z`` is relative depth in pixels on the same scale as x (smaller = closer to the camera)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.roi import Roi
+
+# BlazeFace keypoint order. Sides are the subject's: keypoint 0 is the right eye, which is on the image-left
+# side of an unmirrored photo.
+DETECTION_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
+                       "left_ear_tragion")
+
+
+@dataclass
+class Detection:
+    """One face found by the detector.
+
+    ``score``: sigmoid confidence in [0, 1]; ``box``: (4,) float32 ``x0, y0, x1, y1``;
+    ``keypoints``: (6, 2) float32 in the order of :data:`DETECTION_KEYPOINTS`.
+    """
+
+    score: float
+    box: np.ndarray
+    keypoints: np.ndarray
+
+
+@dataclass
+class Face:
+    """One face mesh.
+
+    ``landmarks``: (478, 3) float32 with refinement, (468, 3) without; ``score``: face presence in [0, 1]
+    (sigmoid of the model's face flag); ``roi``: the crop the landmarks were predicted from;
+    ``detection``: the detection that started this face, or None when it was tracked from the previous frame.
+    """
+
+    landmarks: np.ndarray
+    score: float
+    roi: Roi
+    detection: Detection | None = None
+
+    @property
+    def box(self) -> np.ndarray:
+        """(4,) ``x0, y0, x1, y1``: the detection box, or the landmarks' bounding box when tracked."""
+        if self.detection is not None:
+            return self.detection.box
+        lo, hi = self.landmarks[:, :2].min(0), self.landmarks[:, :2].max(0)
+        return np.concatenate([lo, hi]).astype(np.float32)
