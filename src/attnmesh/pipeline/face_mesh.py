@@ -1,0 +1,169 @@
+"""``FaceMesh``: MediaPipe-compatible face landmarker (detector -> ROI crop -> mesh model -> tracking).
+
+Switching from MediaPipe is a change of import::
+
+    import attnmesh
+    with attnmesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
+        faces = fm.process(rgb)          # list[Face]; faces[0].landmarks: (478, 3) image pixels
+
+Unlike ``mp.solutions.face_mesh``, landmarks are returned in image pixels (x, y) with z in pixels on the
+same scale as x (relative depth, smaller is closer), not normalized to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..geometry.roi import Roi, crop_image, project_to_image
+from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
+from ..models.face_landmark import FaceLandmarkModel
+from ..weights import load_model_weights
+from .face_detector import FaceDetector
+from .results import Detection, Face
+from .tracking import associate, roi_from_detection, roi_from_landmarks
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as a contiguous RGB uint8 HxWx3 array, or raise ValueError with a clear message.
+
+    Grayscale, RGBA and 16-bit arrays are converted (see :func:`attnmesh.io.as_rgb_uint8`)."""
+    from ..io import as_rgb_uint8
+
+    return as_rgb_uint8(image)
+
+
+class LandmarkModel:
+    """A landmark network with its shipped weights, run on batches of ROI crops.
+
+    ``refine=True``: the Attention Mesh (478 points); ``refine=False``: MediaPipe's face_landmark model
+    (468 points), which is what ``mp.solutions.face_mesh`` runs with ``refine_landmarks=False``.
+    """
+
+    input_size = INPUT_SIZE
+
+    def __init__(self, refine: bool = True, device: str | torch.device = "cpu") -> None:
+        self.refine = refine
+        self.device = torch.device(device)
+        net = AttentionMesh() if refine else FaceLandmarkModel()
+        name = "attention_mesh" if refine else "face_landmark"
+        self.net = load_model_weights(net, name).eval().to(self.device)
+
+    def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
+        """(N, 192, 192, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
+        out = np.empty((len(rois), self.input_size, self.input_size, 3), np.uint8)
+        for i, roi in enumerate(rois):
+            out[i] = crop_image(image, roi, self.input_size, border="replicate")
+        return out
+
+    @torch.inference_mode()
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
+        (or a float NCHW tensor in [0, 1])."""
+        if len(crops) == 0:
+            k = 478 if self.refine else 468
+            return np.zeros((0, k, 3), np.float32), np.zeros((0,), np.float32)
+        if isinstance(crops, np.ndarray):
+            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        else:
+            x = crops.to(self.device)
+        out = self.net(x)
+        points = out.landmarks if self.refine else out.mesh
+        return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+
+
+class FaceMesh:
+    """Face landmarks for images and video, with the options of ``mp.solutions.face_mesh.FaceMesh``.
+
+    Args:
+        static_image_mode: detect on every image (True) or track from the previous frame's landmarks,
+            running the detector only while fewer than ``max_num_faces`` faces are tracked (False).
+        max_num_faces: most faces returned per image.
+        refine_landmarks: 478 landmarks from the Attention Mesh (lips, eyes, irises refined) if True,
+            468 from the base mesh model if False.
+        min_detection_confidence: detector score threshold in [0, 1].
+        min_tracking_confidence: face presence threshold in [0, 1]; a face below it is dropped (and, in
+            video mode, no longer tracked).
+        device: torch device for the networks ("cpu", "cuda", ...).
+    """
+
+    def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
+                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 device: str | torch.device = "cpu") -> None:
+        if max_num_faces < 1:
+            raise ValueError("max_num_faces must be at least 1")
+        for name, v in (("min_detection_confidence", min_detection_confidence),
+                        ("min_tracking_confidence", min_tracking_confidence)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        self.static_image_mode = static_image_mode
+        self.max_num_faces = max_num_faces
+        self.refine_landmarks = refine_landmarks
+        self.min_tracking_confidence = min_tracking_confidence
+        self.detector = FaceDetector(min_detection_confidence=min_detection_confidence, device=device)
+        self.landmark_model = LandmarkModel(refine=refine_landmarks, device=device)
+        self._tracked: list[Roi] = []
+
+    # -- context manager, as the MediaPipe solution ------------------------------------------------------
+
+    def __enter__(self) -> FaceMesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget tracked faces (start of a new video)."""
+        self._tracked = []
+
+    # -- processing ------------------------------------------------------------------------------------
+
+    def process(self, image: np.ndarray) -> list[Face]:
+        """Faces in one RGB image (HxWx3 uint8; grayscale, RGBA and 16-bit are converted). In video mode,
+        call it on consecutive frames."""
+        image = check_image(image)
+        height, width = image.shape[:2]
+        candidates: list[tuple[Roi, Detection | None]] = []
+        if self.static_image_mode or len(self._tracked) < self.max_num_faces:
+            detections = self.detector.process(image)[: self.max_num_faces]
+            candidates = [(roi_from_detection(d.box, d.keypoints), d) for d in detections]
+        if not self.static_image_mode:
+            candidates = associate(candidates, [(roi, None) for roi in self._tracked])
+        faces = self._landmarks(image, candidates)
+        if not self.static_image_mode:
+            self._tracked = [roi_from_landmarks(f.landmarks, (width, height)) for f in faces]
+        return faces
+
+    def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Static-mode faces for many images: one detector pass and one landmark pass for all of them.
+        Gives the same result as :meth:`process` in static mode, image by image."""
+        images = [check_image(im) for im in images]
+        all_detections = self.detector.process_batch(images)
+        rois, owners, crops = [], [], []
+        for k, (image, detections) in enumerate(zip(images, all_detections)):
+            for d in detections[: self.max_num_faces]:
+                roi = roi_from_detection(d.box, d.keypoints)
+                rois.append((roi, d))
+                owners.append(k)
+                crops.append(crop_image(image, roi, self.landmark_model.input_size, border="replicate"))
+        batch = np.stack(crops) if crops else np.zeros((0, 192, 192, 3), np.uint8)
+        points, scores = self.landmark_model.run(batch)
+        out: list[list[Face]] = [[] for _ in images]
+        for (roi, det), k, p, s in zip(rois, owners, points, scores):
+            if s >= self.min_tracking_confidence:
+                out[k].append(Face(project_to_image(p, roi, self.landmark_model.input_size), float(s), roi, det))
+        return out
+
+    def _landmarks(self, image: np.ndarray, candidates: Sequence[tuple[Roi, Detection | None]]) -> list[Face]:
+        rois = [roi for roi, _ in candidates]
+        points, scores = self.landmark_model.run(self.landmark_model.crop(image, rois))
+        faces = []
+        for (roi, det), p, s in zip(candidates, points, scores):
+            if s >= self.min_tracking_confidence:
+                faces.append(Face(project_to_image(p, roi, self.landmark_model.input_size), float(s), roi, det))
+        return faces
