@@ -19,12 +19,17 @@ import torch
 from safetensors.torch import save_file
 
 from ..weights import MANIFEST_NAME, sha256_file, weights_dir
+from .detector import convert_face_detection
 from .face_models import convert_attention_mesh, convert_face_landmark
+from .iris_model import convert_iris_landmark
 
 # name -> (path under mediapipe/modules, converter returning (model, {param: tflite tensor}), stored dtype)
 CONVERTERS: dict[str, tuple[str, Callable, torch.dtype]] = {
     "attention_mesh": ("face_landmark/face_landmark_with_attention.tflite", convert_attention_mesh, torch.float16),
     "face_landmark": ("face_landmark/face_landmark.tflite", convert_face_landmark, torch.float16),
+    "iris_landmark": ("iris_landmark/iris_landmark.tflite", convert_iris_landmark, torch.float32),
+    "face_detection_short_range": ("face_detection/face_detection_short_range.tflite", convert_face_detection,
+                                   torch.float16),
 }
 
 
