@@ -20,6 +20,7 @@ import torch
 from ..geometry.roi import Roi, crop_image, project_to_image
 from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
 from ..models.face_landmark import FaceLandmarkModel
+from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from ..weights import load_model_weights
 from .face_detector import FaceDetector
 from .results import Detection, Face
@@ -46,6 +47,7 @@ class LandmarkModel:
 
     def __init__(self, refine: bool = True, device: str | torch.device = "cpu") -> None:
         self.refine = refine
+        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
         self.device = torch.device(device)
         net = AttentionMesh() if refine else FaceLandmarkModel()
         name = "attention_mesh" if refine else "face_landmark"
@@ -63,8 +65,7 @@ class LandmarkModel:
         """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
         (or a float NCHW tensor in [0, 1])."""
         if len(crops) == 0:
-            k = 478 if self.refine else 468
-            return np.zeros((0, k, 3), np.float32), np.zeros((0,), np.float32)
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
         if isinstance(crops, np.ndarray):
             x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         else:
@@ -72,6 +73,14 @@ class LandmarkModel:
         out = self.net(x)
         points = out.landmarks if self.refine else out.mesh
         return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+
+    def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
+        ROIs ``rois`` of RGB uint8 ``image``: crop, run, project back."""
+        points, scores = self.run(self.crop(image, rois))
+        projected = np.stack([project_to_image(p, roi, self.input_size) for p, roi in zip(points, rois)]) \
+            if len(rois) else points
+        return projected, scores
 
 
 class FaceMesh:
@@ -161,9 +170,6 @@ class FaceMesh:
 
     def _landmarks(self, image: np.ndarray, candidates: Sequence[tuple[Roi, Detection | None]]) -> list[Face]:
         rois = [roi for roi, _ in candidates]
-        points, scores = self.landmark_model.run(self.landmark_model.crop(image, rois))
-        faces = []
-        for (roi, det), p, s in zip(candidates, points, scores):
-            if s >= self.min_tracking_confidence:
-                faces.append(Face(project_to_image(p, roi, self.landmark_model.input_size), float(s), roi, det))
-        return faces
+        points, scores = self.landmark_model.predict(image, rois)
+        return [Face(p, float(s), roi, det) for (roi, det), p, s in zip(candidates, points, scores)
+                if s >= self.min_tracking_confidence]
