@@ -2,9 +2,10 @@
 
 Our modules list their layers in execution order, so a module is loaded by walking the TFLite graph
 from its input tensor: a :class:`BlazeBlock` is the DEPTHWISE_CONV_2D reading the tensor, the CONV_2D
-reading that, the ADD, and the activation. Where the graph branches, ``towards`` (the name of a model
-output) selects the branch that leads to it. Every loaded parameter is recorded with the TFLite tensor
-it came from, for the weights manifest.
+reading that, the ADD, and the activation (the iris model's :class:`BottleneckBlock` has a reducing conv
+and its activation in front, and its skip path is checked as well). Where the graph branches,
+``towards`` (the name of a model output) selects the branch that leads to it. Every loaded parameter is
+recorded with the TFLite tensor it came from, for the weights manifest.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models.blocks import BlazeBlock, ConvAct
+from ..models.iris import BottleneckBlock
 from .tflite_graph import Op, TFLiteGraph
 
 
@@ -75,6 +77,17 @@ class GraphWalker:
             act = self._act_op(add.outputs[0])
             self.load_act(module.act, act)
             return act.outputs[0]
+        if isinstance(module, BottleneckBlock):
+            reduced = self.walk(module.reduce, tensor, towards)
+            dw = g.consumer(reduced, "DEPTHWISE_CONV_2D")
+            self.load_conv(module.dw, dw)
+            pw = g.consumer(dw.outputs[0], "CONV_2D")
+            self.load_conv(module.pw, pw)
+            add = g.consumer(pw.outputs[0], "ADD")
+            self._check_skip(add, pw.outputs[0], tensor, module.stride, module.extra_channels)
+            act = self._act_op(add.outputs[0])
+            self.load_act(module.act, act)
+            return act.outputs[0]
         if isinstance(module, ConvAct):
             conv = g.consumer(tensor, "CONV_2D", towards)
             self.load_conv(module.conv, conv)
@@ -91,6 +104,19 @@ class GraphWalker:
         for child in children:
             tensor = self.walk(child, tensor, towards)
         return tensor
+
+    def _check_skip(self, add: Op, branch: str, block_input: str, stride: int, extra_channels: int) -> None:
+        """The ADD's other operand must be ``block_input`` through the skip path the module computes:
+        MAX_POOL_2D for stride 2, then PAD for extra channels."""
+        skip = next(t for t in add.inputs if t != branch)
+        expected = (["PAD"] if extra_channels else []) + (["MAX_POOL_2D"] if stride == 2 else [])
+        for kind in expected:
+            op = self.graph.producer(skip)
+            if op is None or op.kind != kind:
+                raise ValueError(f"{add.outputs[0]}: skip path lacks {kind}")
+            skip = op.inputs[0]
+        if skip != block_input:
+            raise ValueError(f"{add.outputs[0]}: skip path does not start at the block input {block_input!r}")
 
     def check_complete(self, model: nn.Module) -> None:
         """Every parameter of ``model`` must have been loaded exactly from the file."""
