@@ -1,0 +1,304 @@
+"""Head pose and metric face geometry from screen landmarks, following MediaPipe's ``face_geometry`` module
+(``GeometryPipeline`` with the ``FACE_LANDMARK_PIPELINE`` input source, as the Tasks FaceLandmarker runs it).
+
+Frames and units:
+
+* **image pixels**: the landmarks as attnmesh returns them: x right, y down, ``z`` relative depth in pixels on
+  the x scale (smaller = closer to the camera).
+* **camera metric space** (centimetres): MediaPipe's perspective camera at the origin, OpenGL convention:
+  x right, y up, z towards the viewer, so the camera looks down -z and a visible face has z < 0.
+* **canonical face space** (centimetres): the frame of :class:`CanonicalFace`: x towards the subject's left
+  (image right in an unmirrored photo), y up, z out of the face (the nose tip is at z = +7.5). Its origin
+  is inside the head, behind the nose.
+
+The pose transform maps canonical face space to camera metric space: ``p_camera = pose @ [p_canonical, 1]``.
+At the identity rotation the face looks straight into the camera.
+
+Euler angles (degrees) decompose the pose rotation as ``R = Ry(yaw) · Rx(-pitch) · Rz(roll)`` where
+``Rx, Ry, Rz`` are right-handed rotations about the camera's x, y and z axes:
+
+* ``yaw`` > 0: the subject turns to their left (the nose moves to image right in an unmirrored image);
+* ``pitch`` > 0: the subject looks up (the nose moves up in the image);
+* ``roll`` > 0: the head tilts towards the subject's right shoulder (counter-clockwise on the image).
+
+Yaw is taken about the vertical axis first, so it stays meaningful when the head also nods; the
+decomposition is singular only at pitch = ±90°.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from ..topology import NUM_MESH_LANDMARKS
+
+# MediaPipe's face_geometry environment (the Tasks FaceLandmarker's).
+VERTICAL_FOV_DEGREES = 63.0
+NEAR = 1.0
+FAR = 10000.0
+
+# A face is skipped when no screen landmark is farther than this from their (x, y) mean, in normalized
+# image units (IsScreenLandmarkListTooCompact).
+TOO_COMPACT_THRESHOLD = 1e-3
+# FloatPrecisionProcrustesSolver's kAbsoluteErrorEps.
+PROCRUSTES_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class CanonicalFace:
+    """MediaPipe's canonical face model (``geometry_pipeline_metadata_landmarks``), read-only arrays.
+
+    ``vertices``: (468, 3) float64, centimetres, canonical face space (see the module docstring);
+    ``uv``: (468, 2) float64 texture coordinates; ``triangles``: (898, 3) int64 vertex indices;
+    ``procrustes_weights``: (468,) float64, zero except at the 33 landmarks of the Procrustes basis
+    (they sum to 1.055).
+    """
+
+    vertices: np.ndarray
+    uv: np.ndarray
+    triangles: np.ndarray
+    procrustes_weights: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def load_canonical_face() -> CanonicalFace:
+    """The canonical face from the package data (``data/canonical_face_model.json``), loaded once."""
+    data = json.loads(resources.files("attnmesh").joinpath("data/canonical_face_model.json").read_text())
+    vertices = np.array(data["vertices_xyz"], np.float64)
+    weights = np.zeros(len(vertices), np.float64)
+    for entry in data["procrustes_landmark_basis"]:
+        weights[entry["landmark_id"]] = entry["weight"]
+    face = CanonicalFace(vertices, np.array(data["uv"], np.float64), np.array(data["triangles"], np.int64),
+                         weights)
+    for array in (face.vertices, face.uv, face.triangles, face.procrustes_weights):
+        array.setflags(write=False)
+    return face
+
+
+@dataclass(frozen=True)
+class PerspectiveCamera:
+    """MediaPipe's perspective camera: vertical field of view in degrees, near and far planes in centimetres."""
+
+    vertical_fov_degrees: float = VERTICAL_FOV_DEGREES
+    near: float = NEAR
+    far: float = FAR
+
+    def frustum(self, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """``(left, right, bottom, top)`` of the near plane (centimetres) for ``image_size`` = (width, height)."""
+        width, height = image_size
+        height_at_near = 2.0 * self.near * math.tan(0.5 * math.radians(self.vertical_fov_degrees))
+        width_at_near = width * height_at_near / height
+        return -0.5 * width_at_near, 0.5 * width_at_near, -0.5 * height_at_near, 0.5 * height_at_near
+
+    def focal_length_px(self, image_size: tuple[int, int]) -> float:
+        """The pinhole focal length in image pixels (the same horizontally and vertically)."""
+        return 0.5 * image_size[1] / math.tan(0.5 * math.radians(self.vertical_fov_degrees))
+
+    def project(self, points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+        """Camera metric points (K, 3), z < 0, -> (K, 2) image pixels (x right, y down, origin at the top-left
+        corner; MediaPipe's normalized coordinates times the image size)."""
+        points = np.asarray(points, np.float64)
+        f = self.focal_length_px(image_size)
+        depth = -points[:, 2]
+        x = 0.5 * image_size[0] + f * points[:, 0] / depth
+        y = 0.5 * image_size[1] - f * points[:, 1] / depth
+        return np.stack([x, y], 1)
+
+
+def weighted_procrustes(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The similarity transform (4x4 float64) that maps ``source`` onto ``target`` in the weighted
+    least-squares sense: ``target ≈ scale · R · source + t``, returned as ``[[scale·R, t], [0, 1]]``.
+
+    ``source``, ``target``: (N, 3) points (one per row, any common unit); ``weights``: (N,) non-negative.
+    This is MediaPipe's ``FloatPrecisionProcrustesSolver`` (Gower & Dijksterhuis, weighted orthogonal
+    Procrustes with the reflection removed), computed in float64. Raises ValueError where it would fail.
+    """
+    source = np.asarray(source, np.float64)
+    target = np.asarray(target, np.float64)
+    weights = np.asarray(weights, np.float64)
+    if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape:
+        raise ValueError(f"source and target must both be (N, 3), got {source.shape} and {target.shape}")
+    if len(source) < 3:
+        raise ValueError("at least 3 points are needed")
+    if weights.shape != (len(source),):
+        raise ValueError(f"weights must be ({len(source)},), got {weights.shape}")
+    if (weights < 0).any():
+        raise ValueError("weights must be non-negative")
+    total_weight = weights.sum()
+    if not total_weight > PROCRUSTES_EPS:
+        raise ValueError("the total weight is too small")
+
+    sqrt_w = np.sqrt(weights)[None, :]
+    ws = source.T * sqrt_w  # 3 x N, transposed(A_w)
+    wt = target.T * sqrt_w  # transposed(B_w)
+    center = (ws * sqrt_w).sum(1) / total_weight
+    centered_ws = ws - center[:, None] * sqrt_w
+
+    design = wt @ centered_ws.T
+    if not np.linalg.norm(design) > PROCRUSTES_EPS:
+        raise ValueError("the design matrix norm is too small")
+    u, _, vt = np.linalg.svd(design)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        u[:, 2] *= -1
+    rotation = u @ vt
+
+    numerator = ((rotation @ centered_ws) * wt).sum()
+    denominator = (centered_ws * ws).sum()
+    if not denominator > PROCRUSTES_EPS:
+        raise ValueError("the scale denominator is too small")
+    scale = numerator / denominator
+    if not scale > PROCRUSTES_EPS:
+        raise ValueError("the scale is too small")
+
+    rotation_and_scale = scale * rotation
+    translation = ((wt - rotation_and_scale @ ws) * sqrt_w).sum(1) / total_weight
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_and_scale
+    transform[:3, 3] = translation
+    return transform
+
+
+def rotation_from_euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """3x3 rotation ``Ry(yaw) · Rx(-pitch) · Rz(roll)`` from angles in degrees (see the module docstring)."""
+    p, y, r = math.radians(-pitch), math.radians(yaw), math.radians(roll)
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def euler_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
+    """``(pitch, yaw, roll)`` in degrees of a 3x3 rotation; the inverse of :func:`rotation_from_euler`, with
+    pitch in [-90, 90] and yaw, roll in (-180, 180]."""
+    m = np.asarray(rotation, np.float64)
+    pitch = math.asin(float(np.clip(m[1, 2], -1.0, 1.0)))
+    yaw = math.atan2(m[0, 2], m[2, 2])
+    roll = math.atan2(m[1, 0], m[1, 1])
+    return math.degrees(pitch), math.degrees(yaw), math.degrees(roll)
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """One face's pose and metric mesh.
+
+    ``pose_transform``: (4, 4) float64 ``[[scale·R, t], [0, 1]]`` from canonical face space to camera metric
+    space (centimetres; MediaPipe's ``pose_transform_matrix``, whose scale is close to 1);
+    ``metric_landmarks``: (468, 3) float64 centimetres in canonical face space: the subject's face mesh with
+    the pose removed (MediaPipe's output mesh vertices; they match the canonical face's ``triangles`` and
+    ``uv``).
+    """
+
+    pose_transform: np.ndarray
+    metric_landmarks: np.ndarray
+
+    @property
+    def scale(self) -> float:
+        """The pose's uniform scale (the norm of its first column)."""
+        return float(np.linalg.norm(self.pose_transform[:3, 0]))
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """(3, 3) orthonormal rotation from canonical face space to camera space."""
+        return self.pose_transform[:3, :3] / self.scale
+
+    @property
+    def translation(self) -> np.ndarray:
+        """(3,) position of the canonical face's origin in camera metric space, centimetres (z < 0)."""
+        return self.pose_transform[:3, 3].copy()
+
+    @property
+    def euler_angles(self) -> tuple[float, float, float]:
+        """``(pitch, yaw, roll)`` in degrees, as defined in the module docstring."""
+        return euler_from_rotation(self.rotation)
+
+    @property
+    def pitch(self) -> float:
+        """Degrees, > 0 when the subject looks up."""
+        return self.euler_angles[0]
+
+    @property
+    def yaw(self) -> float:
+        """Degrees, > 0 when the subject turns to their left."""
+        return self.euler_angles[1]
+
+    @property
+    def roll(self) -> float:
+        """Degrees, > 0 when the head tilts towards the subject's right shoulder."""
+        return self.euler_angles[2]
+
+    def camera_landmarks(self) -> np.ndarray:
+        """(468, 3) the metric mesh placed in camera metric space (centimetres): ``pose`` applied to
+        ``metric_landmarks``."""
+        return self.metric_landmarks @ self.pose_transform[:3, :3].T + self.pose_transform[:3, 3]
+
+
+def _estimate_scale(points: np.ndarray, canonical: CanonicalFace) -> float:
+    """The scale of the canonical -> ``points`` Procrustes transform (EstimateScale)."""
+    transform = weighted_procrustes(canonical.vertices, points, canonical.procrustes_weights)
+    return float(np.linalg.norm(transform[:3, 0]))
+
+
+def _unproject(projected: np.ndarray, depth_offset: float, scale: float, near: float) -> np.ndarray:
+    """MoveAndRescaleZ, UnprojectXY and ChangeHandedness on near-plane points (K, 3)."""
+    out = projected.copy()
+    out[:, 2] = (projected[:, 2] - depth_offset + near) / scale
+    out[:, :2] *= out[:, 2:3] / near
+    out[:, 2] *= -1
+    return out
+
+
+def estimate_face_geometry(landmarks: np.ndarray, image_size: tuple[int, int],
+                           camera: PerspectiveCamera = PerspectiveCamera(),
+                           canonical: CanonicalFace | None = None) -> FaceGeometry:
+    """Pose and metric mesh of one face (MediaPipe's ScreenToMetricSpaceConverter).
+
+    ``landmarks``: (K >= 468, 3) in image pixels, z in pixels on the x scale (a :class:`~attnmesh.Face`'s
+    ``landmarks``); only the first 468 are used (the iris points are dropped, as the Tasks graph does).
+    ``image_size``: (width, height) of the image they were found in. ``canonical`` defaults to
+    :func:`load_canonical_face`.
+
+    The screen points are moved onto the camera's near plane, a first Procrustes fit against the canonical
+    face gives the scale that turns relative depth into metric depth, a second fit on the unprojected points
+    refines it, and a final fit on points unprojected with the total scale gives the pose.
+
+    Raises ValueError when the landmarks are malformed or too compact (all within 1e-3 of their mean in
+    normalized image units) or the fit degenerates.
+    """
+    canonical = load_canonical_face() if canonical is None else canonical
+    points = np.asarray(landmarks, np.float64)
+    if points.ndim != 2 or points.shape[0] < NUM_MESH_LANDMARKS or points.shape[1] != 3:
+        raise ValueError(f"landmarks must be (K >= {NUM_MESH_LANDMARKS}, 3), got {points.shape}")
+    width, height = image_size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"bad image size {image_size}")
+    normalized = points[:NUM_MESH_LANDMARKS] / np.array([width, height, width], np.float64)
+    if not np.isfinite(normalized).all():
+        raise ValueError("landmarks must be finite")
+    spread = np.linalg.norm(normalized[:, :2] - normalized[:, :2].mean(0), axis=1).max()
+    if spread <= TOO_COMPACT_THRESHOLD:
+        raise ValueError("the landmarks are too compact to estimate a face geometry")
+
+    # ProjectXY: normalized image coordinates (top-left origin) -> near-plane coordinates.
+    left, right, bottom, top = camera.frustum(image_size)
+    projected = normalized.copy()
+    projected[:, 1] = 1.0 - projected[:, 1]
+    projected *= np.array([right - left, top - bottom, right - left])
+    projected[:, :2] += np.array([left, bottom])
+    depth_offset = float(projected[:, 2].mean())
+
+    # 1st pass on the projected points (XY can't be unprojected yet: z is relative), 2nd pass unprojected.
+    first = projected * np.array([1.0, 1.0, -1.0])
+    first_scale = _estimate_scale(first, canonical)
+    second = _unproject(projected, depth_offset, first_scale, camera.near)
+    second_scale = _estimate_scale(second, canonical)
+    metric = _unproject(projected, depth_offset, first_scale * second_scale, camera.near)
+
+    pose = weighted_procrustes(canonical.vertices, metric, canonical.procrustes_weights)
+    inverse = np.linalg.inv(pose)
+    metric_landmarks = metric @ inverse[:3, :3].T + inverse[:3, 3]
+    return FaceGeometry(pose, metric_landmarks)
