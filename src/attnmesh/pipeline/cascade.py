@@ -101,26 +101,30 @@ class CascadeLandmarkModel:
     def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
-    @torch.inference_mode()
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, 478, 3) in image pixels (z in pixels on the scale of x, relative depth) and
         face-presence scores (N,) in [0, 1] for face ``rois`` of an RGB uint8 HxWx3 ``image``."""
-        n = len(rois)
+        return self.predict_many([(image, roi) for roi in rois])
+
+    @torch.inference_mode()
+    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` for ``(image, roi)`` pairs from any number of images, each network run once."""
+        n = len(items)
         if n == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        height, width = image.shape[:2]
-        crops = np.stack([crop_image(image, roi, self.input_size, border="replicate") for roi in rois])
+        crops = np.stack([crop_image(image, roi, self.input_size, border="replicate") for image, roi in items])
         out = self.face_net(self._to_tensor(crops))
         mesh192 = out.mesh.float().cpu().numpy()
         scores = torch.sigmoid(out.face_logit).float().cpu().numpy()
-        mesh = np.stack([project_to_image(p, roi, self.input_size) for p, roi in zip(mesh192, rois)])
+        mesh = np.stack([project_to_image(p, roi, self.input_size) for p, (_, roi) in zip(mesh192, items)])
 
         # Eyes in the order: face 0 right, face 0 left, face 1 right, ...; left eyes are mirrored.
-        eye_rois = [eye_roi(m, corners, (width, height)) for m in mesh
+        eye_images = [image for image, _ in items for _ in range(2)]
+        eye_rois = [eye_roi(m, corners, (image.shape[1], image.shape[0])) for m, (image, _) in zip(mesh, items)
                     for corners in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS)]
         mirrored = [k % 2 == 1 for k in range(2 * n)]
         eye_crops = np.stack([crop_eye(image, roi, self.eye_input_size, flip, self.eye_crop)
-                              for roi, flip in zip(eye_rois, mirrored)])
+                              for image, roi, flip in zip(eye_images, eye_rois, mirrored)])
         eyes = self.iris_net(self._to_tensor(eye_crops))
         points64 = torch.cat([eyes.eye, eyes.iris], 1).float().cpu().numpy()  # (2N, 76, 3)
         points64[1::2, :, 0] = self.eye_input_size - points64[1::2, :, 0]

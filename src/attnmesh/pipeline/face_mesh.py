@@ -22,6 +22,7 @@ from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
 from ..models.face_landmark import FaceLandmarkModel
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from ..weights import load_model_weights
+from .cascade import CascadeLandmarkModel
 from .face_detector import FaceDetector
 from .results import Detection, Face
 from .tracking import associate, roi_from_detection, roi_from_landmarks
@@ -55,8 +56,12 @@ class LandmarkModel:
 
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
         """(N, 192, 192, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
-        out = np.empty((len(rois), self.input_size, self.input_size, 3), np.uint8)
-        for i, roi in enumerate(rois):
+        return self.crop_many([(image, roi) for roi in rois])
+
+    def crop_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> np.ndarray:
+        """:meth:`crop` for ``(image, roi)`` pairs from any number of images."""
+        out = np.empty((len(items), self.input_size, self.input_size, 3), np.uint8)
+        for i, (image, roi) in enumerate(items):
             out[i] = crop_image(image, roi, self.input_size, border="replicate")
         return out
 
@@ -77,10 +82,14 @@ class LandmarkModel:
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
         ROIs ``rois`` of RGB uint8 ``image``: crop, run, project back."""
-        points, scores = self.run(self.crop(image, rois))
-        projected = np.stack([project_to_image(p, roi, self.input_size) for p, roi in zip(points, rois)]) \
-            if len(rois) else points
-        return projected, scores
+        return self.predict_many([(image, roi) for roi in rois])
+
+    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` for ``(image, roi)`` pairs from any number of images, in one network pass."""
+        points, scores = self.run(self.crop_many(items))
+        for p, (_, roi) in zip(points, items):
+            p[:] = project_to_image(p, roi, self.input_size)
+        return points, scores
 
 
 class FaceMesh:
@@ -96,11 +105,14 @@ class FaceMesh:
         min_tracking_confidence: face presence threshold in [0, 1]; a face below it is dropped (and, in
             video mode, no longer tracked).
         device: torch device for the networks ("cpu", "cuda", ...).
+        model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
+            ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
+            model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``).
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", model: str = "attention") -> None:
         if max_num_faces < 1:
             raise ValueError("max_num_faces must be at least 1")
         for name, v in (("min_detection_confidence", min_detection_confidence),
@@ -112,8 +124,16 @@ class FaceMesh:
         self.refine_landmarks = refine_landmarks
         self.min_tracking_confidence = min_tracking_confidence
         self.detector = FaceDetector(min_detection_confidence=min_detection_confidence, device=device)
-        self.landmark_model = LandmarkModel(refine=refine_landmarks, device=device)
-        self._tracked: list[Roi] = []
+        if model == "attention":
+            self.landmark_model: LandmarkModel | CascadeLandmarkModel = LandmarkModel(refine_landmarks, device)
+        elif model == "cascade":
+            if not refine_landmarks:
+                raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
+            self.landmark_model = CascadeLandmarkModel(device)
+        else:
+            raise ValueError(f"model must be 'attention' or 'cascade', got {model!r}")
+        self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
+        self._next_track_id = 0
 
     # -- context manager, as the MediaPipe solution ------------------------------------------------------
 
@@ -127,8 +147,9 @@ class FaceMesh:
         self.reset()
 
     def reset(self) -> None:
-        """Forget tracked faces (start of a new video)."""
+        """Forget tracked faces (start of a new video); track ids start again at 0."""
         self._tracked = []
+        self._next_track_id = 0
 
     # -- processing ------------------------------------------------------------------------------------
 
@@ -137,39 +158,45 @@ class FaceMesh:
         call it on consecutive frames."""
         image = check_image(image)
         height, width = image.shape[:2]
-        candidates: list[tuple[Roi, Detection | None]] = []
+        candidates: list[tuple[Roi, Detection | None, int | None]] = []
         if self.static_image_mode or len(self._tracked) < self.max_num_faces:
             detections = self.detector.process(image)[: self.max_num_faces]
-            candidates = [(roi_from_detection(d.box, d.keypoints), d) for d in detections]
-        if not self.static_image_mode:
-            candidates = associate(candidates, [(roi, None) for roi in self._tracked])
-        faces = self._landmarks(image, candidates)
-        if not self.static_image_mode:
-            self._tracked = [roi_from_landmarks(f.landmarks, (width, height)) for f in faces]
+            candidates = [(roi_from_detection(d.box, d.keypoints), d, None) for d in detections]
+        if self.static_image_mode:
+            return self._faces([(image, candidates)])[0]
+        merged = associate([(roi, (det, None)) for roi, det, _ in candidates],
+                           [(roi, (None, track_id)) for roi, track_id in self._tracked])
+        candidates = []
+        for roi, (det, track_id) in merged:
+            if track_id is None:
+                track_id, self._next_track_id = self._next_track_id, self._next_track_id + 1
+            candidates.append((roi, det, track_id))
+        faces = self._faces([(image, candidates)])[0]
+        self._tracked = [(roi_from_landmarks(f.landmarks, (width, height)), f.track_id) for f in faces]
         return faces
 
     def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Static-mode faces for many images: one detector pass and one landmark pass for all of them.
         Gives the same result as :meth:`process` in static mode, image by image."""
         images = [check_image(im) for im in images]
-        all_detections = self.detector.process_batch(images)
-        rois, owners, crops = [], [], []
-        for k, (image, detections) in enumerate(zip(images, all_detections)):
-            for d in detections[: self.max_num_faces]:
-                roi = roi_from_detection(d.box, d.keypoints)
-                rois.append((roi, d))
-                owners.append(k)
-                crops.append(crop_image(image, roi, self.landmark_model.input_size, border="replicate"))
-        batch = np.stack(crops) if crops else np.zeros((0, 192, 192, 3), np.uint8)
-        points, scores = self.landmark_model.run(batch)
-        out: list[list[Face]] = [[] for _ in images]
-        for (roi, det), k, p, s in zip(rois, owners, points, scores):
-            if s >= self.min_tracking_confidence:
-                out[k].append(Face(project_to_image(p, roi, self.landmark_model.input_size), float(s), roi, det))
-        return out
+        detections = self.detector.process_batch(images)
+        return self._faces([(image, [(roi_from_detection(d.box, d.keypoints), d, None)
+                                     for d in dets[: self.max_num_faces]])
+                            for image, dets in zip(images, detections)])
 
-    def _landmarks(self, image: np.ndarray, candidates: Sequence[tuple[Roi, Detection | None]]) -> list[Face]:
-        rois = [roi for roi, _ in candidates]
-        points, scores = self.landmark_model.predict(image, rois)
-        return [Face(p, float(s), roi, det) for (roi, det), p, s in zip(candidates, points, scores)
-                if s >= self.min_tracking_confidence]
+    def _faces(self, work: Sequence[tuple[np.ndarray, Sequence[tuple[Roi, Detection | None, int | None]]]]
+               ) -> list[list[Face]]:
+        """Run the landmark model on every (roi, detection, track id) candidate of every image at once;
+        keep the faces whose presence reaches ``min_tracking_confidence``."""
+        items = [(image, roi) for image, candidates in work for roi, _, _ in candidates]
+        points, scores = self.landmark_model.predict_many(items)
+        out: list[list[Face]] = []
+        k = 0
+        for _, candidates in work:
+            faces = []
+            for roi, det, track_id in candidates:
+                if scores[k] >= self.min_tracking_confidence:
+                    faces.append(Face(points[k], float(scores[k]), roi, det, track_id))
+                k += 1
+            out.append(faces)
+        return out

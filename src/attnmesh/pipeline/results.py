@@ -34,13 +34,16 @@ class Face:
 
     ``landmarks``: (478, 3) float32 with refinement, (468, 3) without; ``score``: face presence in [0, 1]
     (sigmoid of the model's face flag); ``roi``: the crop the landmarks were predicted from;
-    ``detection``: the detection that started this face, or None when it was tracked from the previous frame.
+    ``detection``: the detection that started this face, or None when it was tracked from the previous frame;
+    ``track_id``: in video mode, the same integer for the same face from frame to frame (a face that is lost
+    and found again gets a new one); None in static mode.
     """
 
     landmarks: np.ndarray
     score: float
     roi: Roi
     detection: Detection | None = None
+    track_id: int | None = None
 
     @property
     def box(self) -> np.ndarray:
