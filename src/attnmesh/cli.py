@@ -1,6 +1,11 @@
 """The ``attnmesh`` command line.
 
-``attnmesh images PATH... --out results.jsonl`` writes one JSON line per image with the faces' landmarks.
+* ``attnmesh demo [--out DIR]``: the shipped astronaut photo -> overlay PNG and landmarks in DIR.
+* ``attnmesh images PATH... --out FILE [--render DIR]``: landmarks and head pose of photos and folders.
+* ``attnmesh video IN --out FILE [--render OUT.mp4] [--smooth]``: the same per frame, in tracking mode.
+* ``attnmesh webcam [--camera 0]``: a live overlay window.
+
+``--out`` takes .jsonl, .parquet, .npz or .csv (:mod:`attnmesh.outputs`, docs/outputs.md).
 
 Each subcommand is a pair of small functions registered in :data:`COMMANDS`: ``add_<name>(subparsers)``
 declares its arguments, ``run_<name>(args) -> int`` does the work and returns the exit code. Heavy imports
@@ -14,13 +19,11 @@ arguments, 1 otherwise, 130 when interrupted); never a traceback, unless ``--deb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import __version__
 
@@ -73,24 +76,75 @@ def _unit_float(text: str) -> float:
     return value
 
 
-# -- images -------------------------------------------------------------------------------------------------
+# -- shared options -----------------------------------------------------------------------------------------
+
+OUT_HELP = ("output file; the format follows the extension: .jsonl (JSON lines), .parquet, .npz, .csv "
+            "(see docs/outputs.md); written to a temporary name and renamed when done")
 
 
-def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "images", parents=[common], help="face landmarks for photos and folders of photos -> JSON lines",
-        description="Find faces and their 478 (or 468) landmarks in images, one JSON line per image. "
-                    "Folders are searched recursively for " + _extensions() + " files.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
-    p.add_argument("--out", "-o", required=True, metavar="FILE",
-                   help="output JSON-lines file (written to a temporary name, renamed when done); '-' for stdout")
-    p.add_argument("--max-faces", type=_positive_int, default=5, metavar="N",
-                   help="most faces per image (default: 5)")
+def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
+    p.add_argument("--max-faces", type=_positive_int, default=max_faces, metavar="N",
+                   help=f"most faces per image (default: {max_faces})")
     p.add_argument("--no-refine", action="store_true",
                    help="468 landmarks from the base mesh model instead of 478 from the Attention Mesh")
     p.add_argument("--min-detection-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face detector score threshold in [0, 1] (default: 0.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
+
+
+def _open_writer(target: str, args: argparse.Namespace) -> Any:
+    from .outputs import OutputError, open_writer
+
+    try:
+        return open_writer(target, 468 if args.no_refine else 478)
+    except OutputError as e:
+        raise CliError(str(e)) from None
+
+
+def _commit(*writers: Any) -> None:
+    from .outputs import OutputError
+
+    try:
+        for w in writers:
+            if w is not None:
+                w.commit()
+    except OutputError as e:
+        raise CliError(str(e)) from None
+
+
+def _discard(*writers: Any) -> None:
+    for w in writers:
+        if w is not None:
+            w.discard()
+
+
+def _say(message: str, bar: Any = None) -> None:
+    if bar is None or bar.disable:
+        print(message, file=sys.stderr, flush=True)
+    else:
+        bar.write(message, file=sys.stderr)
+
+
+def _faces_word(n: int) -> str:
+    return f"{n} face{'s' * (n != 1)}"
+
+
+# -- images -------------------------------------------------------------------------------------------------
+
+
+def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "images", parents=[common], help="face landmarks for photos and folders of photos",
+        description="Find faces and their 478 (or 468) landmarks and head pose in images. Folders are searched "
+                    "recursively for " + _extensions() + " files. One record per image (JSON lines) or per "
+                    "image x face (Parquet, CSV).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
+    p.add_argument("--render", metavar="DIR",
+                   help="also write an overlay PNG per image into DIR (created if needed), under the image's "
+                        "name (relative to the folder it was found in)")
+    p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
+    _add_model_options(p, max_faces=5)
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images per detector/mesh pass (default: 8)")
     return p
@@ -100,93 +154,76 @@ def _extensions() -> str:
     return "jpg/jpeg/png/bmp/webp/tif/tiff"  # kept in step with attnmesh.io.IMAGE_EXTENSIONS (not imported: fast --help)
 
 
-def _r(x: Any) -> Any:
-    """Round floats (scalars or arrays) to 3 decimals as plain Python values."""
-    import numpy as np
+class _Overlays:
+    """Overlay PNGs for ``--render DIR``: ``DIR/<name relative to its folder argument>`` with the extension
+    replaced by ``.png`` (``name.ext.png``, then ``name-2.png``... when two inputs would share a name)."""
 
-    a = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise ValueError("non-finite value in the results")
-    return np.round(a, 3).tolist()
-
-
-def face_record(face: Any) -> dict[str, Any]:
-    """The JSON object of one :class:`attnmesh.Face` (pixels, floats rounded to 3 decimals)."""
-    det = face.detection
-    return {
-        "score": _r(face.score),
-        "detection_score": None if det is None else _r(det.score),
-        "box": _r(face.box),
-        "roi": _r(face.roi.as_tuple()),
-        "landmarks": _r(face.landmarks),
-    }
-
-
-class _Output:
-    """The output file, written under a temporary name in its folder and renamed by :meth:`commit`, so a
-    crash never leaves a file that looks complete. ``'-'`` writes to stdout."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.tmp: str | None = None
-        if target == "-":
-            self.file: TextIO = sys.stdout
-            return
-        path = Path(target)
-        folder = path.parent
-        if path.is_dir():
-            raise CliError(f"--out {target}: is a directory; give a file name, e.g. {path / 'results.jsonl'}")
-        if not folder.is_dir():
-            raise CliError(f"--out {target}: the folder '{folder}' does not exist")
+    def __init__(self, folder: str, roots: Sequence[str], pose_axes: bool) -> None:
+        self.folder = Path(folder)
+        self.roots = [Path(r) for r in roots if Path(r).is_dir()]
+        self.pose_axes = pose_axes
+        self.used: set[str] = set()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise CliError(f"--render {folder}: exists and is not a folder")
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+            self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CliError(f"--out {target}: cannot write in '{folder}' ({e.strerror or e})") from None
-        self.file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+            raise CliError(f"--render {folder}: cannot create the folder ({e.strerror or e})") from None
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+    def name(self, path: Path) -> Path:
+        rel = Path(path.name)
+        for root in self.roots:
+            try:
+                rel = path.relative_to(root)
+                break
+            except ValueError:
+                continue
+        rel = Path(*[part for part in rel.parts if part not in ("..", "/")]) if rel.parts else Path("image")
+        candidates = [rel.with_suffix(".png"), rel.with_name(rel.name + ".png")]
+        candidates += [rel.with_name(f"{rel.stem}-{i}.png") for i in range(2, 10_000)]
+        for c in candidates:
+            key = os.path.normcase(str(c))
+            if key not in self.used:
+                self.used.add(key)
+                return self.folder / c
+        raise CliError(f"--render: too many images named {rel}")
 
-    def commit(self) -> None:
-        if self.tmp is None:
-            self.file.flush()
-            return
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-            os.replace(self.tmp, self.target)
-        except OSError as e:
-            self.discard()
-            raise CliError(f"--out {self.target}: cannot write the output ({e.strerror or e})") from None
-        self.tmp = None
+    def write(self, path: Path, image: Any, faces: Sequence[Any]) -> Path:
+        import cv2
 
-    def discard(self) -> None:
-        if self.tmp is None:
-            return
+        from .outputs import OutputError, replace, temp_path
+        from .render import draw_face_mesh
+
+        target = self.name(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        overlay = draw_face_mesh(image, faces, pose_axes=self.pose_axes)
+        ok, data = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise CliError(f"--render: cannot encode the overlay of {path}")
         try:
-            self.file.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-        self.tmp = None
+            tmp = temp_path(target, "--render")
+            try:
+                Path(tmp).write_bytes(data.tobytes())
+            except OSError as e:
+                os.unlink(tmp)
+                raise CliError(f"--render {target}: cannot write ({e.strerror or e})") from None
+            replace(tmp, target, "--render")
+        except OutputError as e:
+            raise CliError(str(e)) from None
+        return target
 
 
 def run_images(args: argparse.Namespace) -> int:
     from .io import ImageError, iter_image_paths, load_image
+    from .outputs import error_record, face_record, image_record
 
     paths = list(iter_image_paths(args.paths))
     if not paths:
         raise CliError("no image files found in " + ", ".join(args.paths)
                        + f" (looked for {_extensions()})")
-    out = _Output(args.out)  # before loading the models: a bad --out fails at once
+    out = _open_writer(args.out, args)  # before loading the models: a bad --out fails at once
     try:
+        overlays = _Overlays(args.render, args.paths, args.pose_axes) if args.render else None
         from tqdm import tqdm
 
         fm = _face_mesh(args)
@@ -197,12 +234,8 @@ def run_images(args: argparse.Namespace) -> int:
         def report(path: Path, problem: str) -> None:
             nonlocal n_failed
             n_failed += 1
-            msg = f"{PROG}: error: {path}: {' '.join(problem.split())}"
-            if bar.disable:
-                print(msg, file=sys.stderr, flush=True)
-            else:
-                bar.write(msg, file=sys.stderr)
-            out.write({"path": str(path), "error": problem})
+            _say(f"{PROG}: error: {path}: {' '.join(problem.split())}", bar)
+            out.write(error_record(path, problem))
 
         with bar:
             for start in range(0, len(paths), args.batch_size):
@@ -223,34 +256,423 @@ def run_images(args: argparse.Namespace) -> int:
                     if isinstance(faces, BaseException):
                         report(path, f"internal error: {type(faces).__name__}: {faces}")
                         continue
+                    size = (int(im.shape[1]), int(im.shape[0]))
                     try:
-                        record = {"path": str(path), "width": int(im.shape[1]), "height": int(im.shape[0]),
-                                  "faces": [face_record(f) for f in faces]}
+                        record = image_record(path, *size, [face_record(f, size) for f in faces])
                     except ValueError as e:
                         if args.debug:
                             raise
                         report(path, f"internal error: {e}")
                         continue
                     out.write(record)
+                    if overlays is not None:
+                        overlays.write(path, im, faces)
                     n_faces += len(faces)
                 bar.update(len(chunk))
-        out.commit()
+        _commit(out)
     except BaseException:
-        out.discard()
+        _discard(out)
         raise
     where = "stdout" if args.out == "-" else args.out
-    print(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {n_faces} face{'s' * (n_faces != 1)}, "
-          f"{n_failed} failed -> {where}", file=sys.stderr, flush=True)
+    rendered = f" (overlays in {args.render})" if args.render else ""
+    print(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
+          f"{n_failed} failed -> {where}{rendered}", file=sys.stderr, flush=True)
     return 1 if n_failed else 0
 
 
-def _face_mesh(args: argparse.Namespace) -> Any:
+# -- video --------------------------------------------------------------------------------------------------
+
+VIDEO_RENDER_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "video", parents=[common], help="face landmarks for every frame of a video (tracking mode)",
+        description="Track faces through a video (the detector runs only while fewer than --max-faces faces "
+                    "are tracked) and write their landmarks and head pose per frame, with the frame index and "
+                    "its timestamp in the container. One record per frame (JSON lines) or per frame x face "
+                    "(Parquet, CSV).")
+    p.add_argument("input", metavar="IN", help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...)")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
+    p.add_argument("--render", metavar="OUT.mp4",
+                   help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
+    p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes in --render")
+    p.add_argument("--smooth", action="store_true",
+                   help="smooth the landmarks over time with a one-euro filter per tracked face (MediaPipe's "
+                        "FaceLandmarker settings: less jitter, under a frame of lag); outputs, pose and "
+                        "overlay use the smoothed landmarks")
+    _add_model_options(p, max_faces=1)
+    p.add_argument("--min-tracking-confidence", type=_unit_float, default=0.5, metavar="X",
+                   help="face presence below which a tracked face is dropped (default: 0.5)")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   help="stop after the first N frames")
+    return p
+
+
+_IMAGE_DEMUXERS = ("image2", "image2pipe")
+
+
+def _open_video(path: str) -> tuple[Any, Any]:
+    """(container, video stream) opened with PyAV; CliError with one line for anything unreadable."""
+    import stat
+
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file or directory") from None
+    except OSError as e:
+        raise CliError(f"{path}: cannot access the file ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CliError(f"{path}: is a directory, not a video file")
+    if st.st_size == 0:
+        raise CliError(f"{path}: empty file (0 bytes), not a video")
+    try:
+        import av
+    except ImportError:
+        raise CliError("reading video needs PyAV: pip install av") from None
+    try:
+        container = av.open(str(p), mode="r")
+    except Exception as e:  # av.error.InvalidDataError, PermissionError...
+        detail = getattr(e, "strerror", None) or str(e)
+        raise CliError(f"{path}: not a video, or a video that cannot be read ({detail})") from None
+    fmt = container.format.name
+    if fmt in _IMAGE_DEMUXERS or fmt.endswith("_pipe"):
+        container.close()
+        raise CliError(f"{path}: an image, not a video (use 'attnmesh images' for photos)")
+    if not container.streams.video:
+        container.close()
+        raise CliError(f"{path}: no video stream in this file ({fmt})")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+class _VideoRender:
+    """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
+    name and renamed by :meth:`commit`."""
+
+    def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
+        import av
+
+        from .outputs import OutputError, temp_path
+
+        self.target, self.pose_axes = target, pose_axes
+        try:
+            self.tmp: str | None = temp_path(target, "--render")
+        except OutputError as e:
+            raise CliError(str(e)) from None
+        self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
+        self.container = av.open(self.tmp, mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "20", "preset": "veryfast"}
+        else:
+            self.stream.bit_rate = 8_000_000
+        self.count = 0
+
+    def write(self, image: Any, faces: Sequence[Any]) -> None:
+        import av
+        import numpy as np
+
+        from .render import draw_face_mesh
+
+        overlay = draw_face_mesh(image, faces, pose_axes=self.pose_axes)
+        if overlay.shape[:2] != (self.height, self.width):
+            overlay = np.pad(overlay, ((0, self.height - overlay.shape[0]), (0, self.width - overlay.shape[1]),
+                                       (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(overlay, format="rgb24")
+        frame.pts = self.count
+        self.count += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def commit(self) -> None:
+        from .outputs import OutputError, replace
+
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+        except Exception as e:  # noqa: BLE001
+            self.discard()
+            raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
+        try:
+            replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
+        except OutputError as e:
+            raise CliError(str(e)) from None
+        self.tmp = None
+
+    def discard(self) -> None:
+        from .outputs import remove_quietly
+
+        if self.tmp is None:
+            return
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - cleaning up after another error
+            pass
+        remove_quietly(self.tmp)
+        self.tmp = None
+
+
+def _frames(container: Any, stream: Any, max_frames: int | None) -> Any:
+    """(index, timestamp seconds, RGB uint8 array) of the decoded frames; a decoding error mid-way raises
+    :class:`_DecodeError` with the number of frames decoded before it."""
+    from fractions import Fraction
+
+    rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+    index = 0
+    decoder = container.decode(stream)
+    while max_frames is None or index < max_frames:
+        try:
+            frame = next(decoder)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - av.error.*: corrupt or truncated data
+            raise _DecodeError(index, getattr(e, "strerror", None) or str(e)) from None
+        t = frame.time
+        yield index, float(t) if t is not None else float(index / rate), frame.to_ndarray(format="rgb24")
+        index += 1
+
+
+class _DecodeError(Exception):
+    def __init__(self, frames: int, problem: str) -> None:
+        super().__init__(problem)
+        self.frames, self.problem = frames, problem
+
+
+def run_video(args: argparse.Namespace) -> int:
+    if args.render is not None:
+        suffix = Path(args.render).suffix.lower()
+        if suffix not in VIDEO_RENDER_EXTENSIONS:
+            raise CliError(f"--render {args.render}: give a video file name ending in "
+                           + ", ".join(VIDEO_RENDER_EXTENSIONS))
+        if args.out != "-" and os.path.abspath(args.render) == os.path.abspath(args.out):
+            raise CliError("--render and --out name the same file")
+    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.input):
+        raise CliError("--out names the input video; give another file name")
+    container, stream = _open_video(args.input)
+    out = render = None
+    try:
+        out = _open_writer(args.out, args)
+        from tqdm import tqdm
+
+        from .outputs import face_record, frame_record
+        from .pipeline.smoothing import MultiFaceSmoother
+
+        fm = _face_mesh(args, static=False)
+        smoother = MultiFaceSmoother() if args.smooth else None
+        total = stream.frames or None
+        if total and args.max_frames:
+            total = min(total, args.max_frames)
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+        n_frames = n_faces = n_with_face = 0
+        last_time = 0.0
+        problem = None
+        with bar:
+            try:
+                for index, timestamp, image in _frames(container, stream, args.max_frames):
+                    height, width = image.shape[:2]
+                    if render is None and args.render is not None:
+                        rate = stream.average_rate or stream.guessed_rate or 30
+                        render = _VideoRender(args.render, width, height, rate, args.pose_axes)
+                    faces = fm.process(image)
+                    smoothed: list[Any] = [None] * len(faces)
+                    if smoother is not None:
+                        keys = [f.track_id if getattr(f, "track_id", None) is not None else i
+                                for i, f in enumerate(faces)]
+                        result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
+                        smoothed = [result[k] for k in keys]
+                    records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
+                    out.write(frame_record(args.input, index, timestamp, width, height, records))
+                    if render is not None:
+                        import dataclasses
+
+                        shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
+                                 for f, lm in zip(faces, smoothed)]
+                        render.write(image, shown)
+                    n_frames += 1
+                    n_faces += len(faces)
+                    n_with_face += bool(faces)
+                    last_time = timestamp
+                    bar.update(1)
+            except _DecodeError as e:
+                problem = e
+        if n_frames == 0:
+            detail = f" (decoding failed: {problem.problem})" if problem is not None else ""
+            raise CliError(f"{args.input}: no video frames could be read (empty video){detail}")
+        _commit(out, render)
+    except BaseException:
+        _discard(out, render)
+        raise
+    finally:
+        container.close()
+    where = "stdout" if args.out == "-" else args.out
+    rendered = f" and {args.render}" if args.render else ""
+    print(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
+          f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if args.smooth else ''} -> "
+          f"{where}{rendered}", file=sys.stderr, flush=True)
+    if problem is not None:
+        _error(f"{args.input}: the video is damaged: decoding stopped after frame {problem.frames - 1} "
+               f"({problem.problem}); the output holds frames 0 to {problem.frames - 1}")
+        return 1
+    return 0
+
+
+# -- webcam -------------------------------------------------------------------------------------------------
+
+
+def add_webcam(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "webcam", parents=[common], help="live face mesh overlay from a camera (needs a display)",
+        description="Show the camera's picture with the face meshes drawn, in a window (OpenCV highgui). "
+                    "Keys: q or Esc quits, m toggles mirroring, a toggles the head-pose axes.")
+    p.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default: 0)")
+    p.add_argument("--no-smooth", action="store_true", help="show the raw landmarks (default: smoothed)")
+    p.add_argument("--no-mirror", action="store_true", help="show the picture as the camera sees it "
+                                                              "(default: mirrored, like a mirror)")
+    p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes")
+    _add_model_options(p, max_faces=1)
+    return p
+
+
+def _gui_problem(cv2: Any) -> str | None:
+    """Why OpenCV cannot open a window here, or None."""
+    gui = "UNKNOWN"
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip().upper()
+            break
+    if gui == "NONE":
+        return ("this OpenCV build has no GUI (opencv-python-headless), so it cannot open a window; "
+                "install the GUI build: pip uninstall -y opencv-python-headless && pip install 'opencv-python<5'")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return ("no display to open a window on (neither DISPLAY nor WAYLAND_DISPLAY is set); run it in a "
+                "desktop session, or record a clip and use 'attnmesh video CLIP --render OUT.mp4'")
+    return None
+
+
+def run_webcam(args: argparse.Namespace) -> int:
+    import cv2
+
+    problem = _gui_problem(cv2)
+    if problem:
+        raise CliError(f"webcam: {problem}")
+    capture = cv2.VideoCapture(args.camera)
+    if not capture.isOpened():
+        raise CliError(f"webcam: cannot open camera {args.camera} (no camera, no permission, or in use by "
+                       "another program; try --camera 1)")
+    import time
+
+    from .pipeline.smoothing import MultiFaceSmoother
+    from .render import draw_face_mesh
+
+    window = f"{PROG} webcam (q to quit)"
+    try:
+        fm = _face_mesh(args, static=False)
+        try:
+            cv2.namedWindow(window, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise CliError(f"webcam: cannot open a window ({' '.join(str(e).split())[:200]})") from None
+        smoother = None if args.no_smooth else MultiFaceSmoother()
+        mirror, axes = not args.no_mirror, args.pose_axes
+        start, shown, fps, last = time.perf_counter(), 0, 0.0, None
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                if shown == 0:
+                    raise CliError(f"webcam: camera {args.camera} gives no pictures")
+                break
+            if mirror:
+                bgr = cv2.flip(bgr, 1)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            now = time.perf_counter() - start
+            faces = fm.process(rgb)
+            if smoother is not None:
+                import dataclasses
+
+                keys = [f.track_id if getattr(f, "track_id", None) is not None else i for i, f in enumerate(faces)]
+                result = smoother(dict(zip(keys, (f.landmarks for f in faces))), now)
+                faces = [dataclasses.replace(f, landmarks=result[k]) for f, k in zip(faces, keys)]
+            view = cv2.cvtColor(draw_face_mesh(rgb, faces, pose_axes=axes), cv2.COLOR_RGB2BGR)
+            shown += 1
+            if last is not None:
+                fps = 0.9 * fps + 0.1 / max(1e-6, now - last) if fps else 1 / max(1e-6, now - last)
+            last = now
+            cv2.putText(view, f"{fps:4.1f} fps  {len(faces)} face(s)", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.imshow(window, view)
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), 27):
+                break
+            if key == ord("m"):
+                mirror = not mirror
+                fm.reset()
+            if key == ord("a"):
+                axes = not axes
+            if cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:  # closed with the mouse
+                break
+    finally:
+        capture.release()
+        try:
+            cv2.destroyAllWindows()
+        except cv2.error:
+            pass
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------------------------
+
+DEMO_PHOTO = "astronaut.png"
+
+
+def add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "demo", parents=[common], help="run on the photo that ships with attnmesh; writes an overlay and landmarks",
+        description="Find the face in the NASA astronaut portrait shipped with the package (public domain) and "
+                    "write the overlay PNG and the landmarks (JSON lines) into a folder.")
+    p.add_argument("--out", "-o", default="attnmesh-demo", metavar="DIR",
+                   help="folder for the results, created if needed (default: ./attnmesh-demo)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    return p
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    folder = Path(args.out)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--out {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"--out {folder}: cannot create the folder ({e.strerror or e})") from None
+    with resources.as_file(resources.files("attnmesh").joinpath("assets", DEMO_PHOTO)) as photo:
+        landmarks = folder / (Path(DEMO_PHOTO).stem + ".jsonl")
+        job = argparse.Namespace(paths=[str(photo)], out=str(landmarks), render=str(folder), pose_axes=True,
+                                 max_faces=5, no_refine=False, min_detection_confidence=0.5, device=args.device,
+                                 batch_size=1, debug=args.debug)
+        code = run_images(job)
+    overlay = folder / DEMO_PHOTO
+    print(f"{PROG}: demo: overlay  -> {overlay}\n{PROG}: demo: landmarks -> {landmarks}\n"
+          f"{PROG}: demo: next: attnmesh images YOUR_PHOTOS --out faces.parquet --render overlays/",
+          flush=True)
+    return code
+
+
+def _face_mesh(args: argparse.Namespace, static: bool = True) -> Any:
     import attnmesh
 
     try:
-        return attnmesh.FaceMesh(static_image_mode=True, max_num_faces=args.max_faces,
+        return attnmesh.FaceMesh(static_image_mode=static, max_num_faces=args.max_faces,
                                  refine_landmarks=not args.no_refine,
-                                 min_detection_confidence=args.min_detection_confidence, device=args.device)
+                                 min_detection_confidence=args.min_detection_confidence,
+                                 min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
+                                 device=args.device)
     except (RuntimeError, ValueError, AssertionError) as e:
         if args.debug:
             raise
@@ -278,9 +700,12 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 
 # -- main ---------------------------------------------------------------------------------------------------
 
-#: subcommand name -> (add_parser, run). Add ``demo``, ``video``, ``webcam``... here.
+#: subcommand name -> (add_parser, run).
 COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "demo": (add_demo, run_demo),
     "images": (add_images, run_images),
+    "video": (add_video, run_video),
+    "webcam": (add_webcam, run_webcam),
 }
 
 
