@@ -15,6 +15,8 @@ def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """Pad ``x`` (N, C, H, W) as TensorFlow's ``SAME`` padding does: ``total = max((ceil(n/s)-1)*s + k - n, 0)``
     split as ``total // 2`` before and the rest after, for each spatial axis."""
     h, w = x.shape[-2:]
+    if torch.jit.is_tracing():  # ONNX export: spatial sizes are fixed per network, so export constant pads
+        h, w = int(h), int(w)
     pad_h = max((-(-h // stride) - 1) * stride + kernel - h, 0)
     pad_w = max((-(-w // stride) - 1) * stride + kernel - w, 0)
     if pad_h == 0 and pad_w == 0:

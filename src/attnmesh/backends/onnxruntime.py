@@ -1,0 +1,207 @@
+"""ONNX Runtime backend: drop-in runners for ``FaceMesh``'s landmark model, the cascade and the detector.
+
+* :class:`OrtLandmarkModel`: the interface of :class:`attnmesh.pipeline.face_mesh.LandmarkModel`
+  (``input_size``, ``num_landmarks``, ``crop``, ``run``, ``predict``); ``precision="int8"`` runs the
+  statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
+* :class:`OrtFaceDetector`: the interface of :class:`attnmesh.pipeline.face_detector.FaceDetector`.
+* :class:`OrtCascadeLandmarkModel`: face_landmark + iris, as
+  :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel`.
+
+The graphs are built from the shipped weights on first use (:func:`attnmesh.export.onnx.ensure_onnx`).
+``providers``: ``"cpu"`` (default), ``"cuda"``, or ``"tensorrt"`` (TensorRT EP with fp16 and an engine
+cache, CUDA and CPU as fallbacks). The CUDA and TensorRT options are written but NOT measured here: the
+machine this was developed on has no GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ..export.onnx import ensure_onnx
+from ..geometry.roi import Roi, crop_image, letterbox_roi
+from ..models.face_landmark import FaceLandmarkOutput
+from ..models.iris import IrisLandmarkOutput
+from ..pipeline.cascade import CascadeLandmarkModel
+from ..pipeline.face_detector import FaceDetector, _to_image, weighted_nms
+from ..pipeline.face_mesh import LandmarkModel
+from ..pipeline.results import Detection
+from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
+
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
+def default_threads() -> int:
+    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else PyTorch's setting (so both backends match)."""
+    return int(os.environ.get("ATTNMESH_THREADS", 0)) or torch.get_num_threads()
+
+
+def session_options(threads: int | None = None, profile: str | None = None):
+    """CPU-friendly options: ``threads`` intra-op threads (no inter-op pool: the graphs are chains),
+    sequential execution, all graph optimisations (Conv+Add+activation fusions, NCHWc layouts)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile
+    return so
+
+
+def provider_list(providers: str = "cpu", cache_dir: Path | None = None, fp16: bool = True,
+                  max_batch: int = 1024) -> list[Any]:
+    """ONNX Runtime provider list for ``"cpu"``, ``"cuda"`` or ``"tensorrt"`` (not measured here)."""
+    if providers not in PROVIDERS:
+        raise ValueError(f"providers must be one of {PROVIDERS}, got {providers!r}")
+    if providers == "cpu":
+        return ["CPUExecutionProvider"]
+    if providers == "cuda":
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+    trt = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_timing_cache_enable": True,
+           "trt_builder_optimization_level": 3}
+    if cache_dir is not None:
+        trt["trt_engine_cache_path"] = str(cache_dir)
+        trt["trt_timing_cache_path"] = str(cache_dir)
+    return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def trt_profile_options(input_size: int, max_batch: int = 1024, opt_batch: int = 256) -> dict[str, str]:
+    """TensorRT optimisation profile for the dynamic batch axis (input ``image``)."""
+    shape = f"3x{input_size}x{input_size}"
+    return {"trt_profile_min_shapes": f"image:1x{shape}", "trt_profile_opt_shapes": f"image:{opt_batch}x{shape}",
+            "trt_profile_max_shapes": f"image:{max_batch}x{shape}"}
+
+
+class OrtGraph:
+    """One ONNX Runtime session on one of the exported graphs: ``graph(x) -> tuple of outputs``."""
+
+    def __init__(self, name: str, model_dir: Path | str | None = None, threads: int | None = None,
+                 providers: str = "cpu", profile: str | None = None) -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        self.path = ensure_onnx(name, model_dir)
+        plist = provider_list(providers, cache_dir=self.path.parent / "trt")
+        if providers == "tensorrt":
+            size = {"face_detection_short_range": 128, "iris_landmark": 64}.get(name.split(".")[0], 192)
+            plist[0][1].update(trt_profile_options(size))
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, profile),
+                                            providers=plist)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, np.float32)})
+
+
+def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [0, 1]; a float NCHW tensor or array is passed through."""
+    if isinstance(crops, torch.Tensor):
+        return crops.detach().float().cpu().numpy()
+    if crops.dtype == np.uint8:
+        return crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+    return crops.astype(np.float32, copy=False)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+class OrtLandmarkModel(LandmarkModel):
+    """``LandmarkModel`` on ONNX Runtime. ``refine=True``: the Attention Mesh (478 points), ``False``:
+    face_landmark (468). ``precision``: ``"fp32"`` or ``"int8"`` (Attention Mesh only; the INT8 graph
+    must have been built with ``python -m attnmesh.export --int8``)."""
+
+    def __init__(self, refine: bool = True, device: str | torch.device = "cpu", model_dir: Path | str | None = None,
+                 threads: int | None = None, providers: str | None = None, precision: str = "fp32",
+                 profile: str | None = None) -> None:
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+        if precision == "int8" and not refine:
+            raise ValueError("INT8 is built for the Attention Mesh only (refine=True)")
+        self.refine = refine
+        self.precision = precision
+        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
+        self.device = torch.device(device)
+        providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
+        name = "attention_mesh" if refine else "face_landmark"
+        self.graph = OrtGraph(name + (".int8" if precision == "int8" else ""), model_dir, threads, providers,
+                              profile)
+
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if len(crops) == 0:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        points, logit = self.graph(_nchw01(crops))
+        return points, _sigmoid(logit)
+
+
+class OrtFaceDetector(FaceDetector):
+    """``FaceDetector`` on ONNX Runtime (same letterbox crop, decoding, weighted NMS)."""
+
+    def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
+                 model_dir: Path | str | None = None, threads: int | None = None,
+                 providers: str | None = None) -> None:
+        if not 0.0 <= min_detection_confidence <= 1.0:
+            raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
+        self.min_detection_confidence = min_detection_confidence
+        self.device = torch.device(device)
+        providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
+        self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
+        self.input_size = 128
+
+    def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        if not images:
+            return []
+        size = self.input_size
+        rois = [letterbox_roi(im.shape[1], im.shape[0]) for im in images]
+        tensors = np.stack([crop_image(im, roi, size, border="zero") for im, roi in zip(images, rois)])
+        x = tensors.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+        boxes, scores = self.graph(x)
+        results = []
+        for im, roi, b, s in zip(images, rois, boxes, scores):
+            keep = (s >= self.min_detection_confidence) & (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
+            keep &= np.isfinite(b).all(1)
+            results.append([_to_image(score, v, roi.size, im.shape[1], im.shape[0])
+                            for score, v in weighted_nms(b[keep], s[keep])])
+        return results
+
+
+class _TorchAdapter:
+    """Makes an :class:`OrtGraph` look like a torch module returning a NamedTuple of tensors."""
+
+    def __init__(self, graph: OrtGraph, output: type[NamedTuple]) -> None:
+        self.graph, self.output = graph, output
+
+    def __call__(self, x: torch.Tensor):
+        return self.output(*(torch.from_numpy(o) for o in self.graph(x.detach().float().cpu().numpy())))
+
+
+class OrtCascadeLandmarkModel(CascadeLandmarkModel):
+    """The face_landmark + iris cascade (``CascadeLandmarkModel.predict``) with both networks on ORT."""
+
+    def __init__(self, device: str | torch.device = "cpu", eye_crop: str = "mediapipe",
+                 model_dir: Path | str | None = None, threads: int | None = None,
+                 providers: str | None = None) -> None:
+        from ..pipeline.cascade import EYE_CROP_MODES
+
+        if eye_crop not in EYE_CROP_MODES:
+            raise ValueError(f"eye_crop must be one of {EYE_CROP_MODES}, got {eye_crop!r}")
+        self.device = torch.device("cpu")  # tensors handed to the adapters stay on the CPU
+        self.eye_crop = eye_crop
+        providers = providers or ("cuda" if torch.device(device).type == "cuda" else "cpu")
+        self.face_net = _TorchAdapter(OrtGraph("face_landmark", model_dir, threads, providers),
+                                      FaceLandmarkOutput)
+        self.iris_net = _TorchAdapter(OrtGraph("iris_landmark", model_dir, threads, providers),
+                                      IrisLandmarkOutput)
+
+

@@ -1,0 +1,2 @@
+"""Export of the networks to ONNX (:mod:`attnmesh.export.onnx`) and INT8 quantization
+(:mod:`attnmesh.export.quantize`). Command line: ``python -m attnmesh.export --help``."""
