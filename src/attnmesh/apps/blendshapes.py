@@ -326,7 +326,7 @@ def metric_landmarks(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.n
 @functools.lru_cache(maxsize=1)
 def feature_ids() -> np.ndarray:
     """Indices (of the 478 extended points) the solver and the network look at: the lips (80), both eye
-    regions with the brows (71 each), the irises (10) and the face oval (36)."""
+    regions with the brows (71 each), the irises (10) and the face oval (36): 268 points."""
     reg = _regions()
     ids = set(LIPS) | set(RIGHT_EYE) | set(LEFT_EYE) | set(reg["oval"].tolist()) | set(range(468, 478))
     out = np.array(sorted(ids), np.int64)

@@ -1,0 +1,376 @@
+"""Command-line entry points of the applications, in the conventions of :mod:`attnmesh.cli` (register them
+in its ``COMMANDS`` table)::
+
+    "makeup": (add_makeup, run_makeup),
+    "puppet": (add_puppet, run_puppet),
+
+``attnmesh makeup IN --lipstick COLOR [--opacity 0.6] [--gloss 0] --out OUT``: an image (png/jpg/...) or a
+video (mp4/avi/mov/mkv/webm -> mp4) with lipstick on every face. Video uses tracking and one-euro landmark
+smoothing (``--no-smooth`` to turn it off).
+
+``attnmesh puppet VIDEO --out coeffs.(jsonl|parquet) [--render avatar.mp4] [--method lsq|net]``: per-frame
+blendshape coefficients of the (first) face, with the head pose; ``--render`` writes the canonical face
+deformed by the coefficients (and turned by the head pose) as a shaded, wireframe mesh. One JSON line per
+frame: ``{"frame", "timestamp", "face", "pitch", "yaw", "roll", "coefficients": {name: value}}`` (``face``
+false and the rest null where no face was found); Parquet: the same with one float32 column per coefficient.
+
+Outputs are written under a temporary name in the target's folder and renamed when complete; failures are
+one line ``attnmesh: error: ...`` (exit code 1; 2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..cli import CliError, _unit_float
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _color(text: str) -> tuple[int, int, int]:
+    from .lipstick import parse_color  # light: no torch
+
+    try:
+        return parse_color(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
+    return [common] if common is not None else []
+
+
+# -- output files ---------------------------------------------------------------------------------------------
+
+
+class _TempTarget:
+    """A temporary file beside ``target`` (same suffix, so OpenCV picks the right writer), renamed over the
+    target by :meth:`commit`, removed by :meth:`discard`."""
+
+    def __init__(self, target: str, what: str, suffixes: tuple[str, ...]) -> None:
+        path = Path(target)
+        if path.suffix.lower() not in suffixes:
+            raise CliError(f"{what} {target}: the file name must end in one of {', '.join(suffixes)}", 2)
+        if path.is_dir():
+            raise CliError(f"{what} {target}: is a directory")
+        folder = path.parent
+        if not folder.is_dir():
+            raise CliError(f"{what} {target}: the folder '{folder}' does not exist")
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=folder)
+        except OSError as e:
+            raise CliError(f"{what} {target}: cannot write in '{folder}' ({e.strerror or e})") from None
+        os.close(fd)
+        self.target, self.what = target, what
+        self.done = False
+
+    def commit(self) -> None:
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
+            os.replace(self.tmp, self.target)
+        except OSError as e:
+            self.discard()
+            raise CliError(f"{self.what} {self.target}: cannot write the output ({e.strerror or e})") from None
+        self.done = True
+
+    def discard(self) -> None:
+        if not self.done:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
+            self.done = True
+
+
+def _face_mesh(args: argparse.Namespace, static: bool, max_faces: int) -> Any:
+    import attnmesh
+
+    try:
+        return attnmesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+                                 device=args.device)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        if getattr(args, "debug", False):
+            raise
+        raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None
+
+
+def _open_video(path: str) -> tuple[Any, float, int, int, int]:
+    import cv2
+
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such file")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise CliError(f"{path}: cannot open the video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    if not fps > 0 or fps > 1000:
+        fps = 30.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    return cap, fps, n, w, h
+
+
+def _frames(cap: Any):
+    import cv2
+
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _bar(total: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def _video_writer(path: str, fps: float, size: tuple[int, int]) -> Any:
+    import cv2
+
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise CliError(f"cannot open a video writer for {path}")
+    return writer
+
+
+# -- makeup -------------------------------------------------------------------------------------------------
+
+
+def add_makeup(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None
+               ) -> argparse.ArgumentParser:
+    from .lipstick import COLORS
+
+    p = sub.add_parser(
+        "makeup", parents=_common(common), help="virtual lipstick on a photo or a video",
+        description="Paint lipstick on every face of a photo or a video (recoloured in CIELAB, keeping the "
+                    "lips' shading; teeth and the open mouth stay untouched).")
+    p.add_argument("input", metavar="IN", help="photo (" + "/".join(e[1:] for e in IMAGE_EXTENSIONS)
+                   + ") or video (" + "/".join(e[1:] for e in VIDEO_EXTENSIONS) + ")")
+    p.add_argument("--lipstick", required=True, type=_color, metavar="COLOR",
+                   help="#RRGGBB or one of: " + ", ".join(sorted(COLORS)))
+    p.add_argument("--opacity", type=_unit_float, default=0.6, metavar="X", help="in [0, 1] (default: 0.6)")
+    p.add_argument("--gloss", type=_unit_float, default=0.0, metavar="X",
+                   help="highlight gloss in [0, 1] (default: 0)")
+    p.add_argument("--out", "-o", required=True, metavar="OUT",
+                   help="output image (same kinds as IN) or video (.mp4); written to a temporary name, "
+                        "renamed when done")
+    p.add_argument("--max-faces", type=int, default=5, metavar="N", help="most faces (default: 5)")
+    p.add_argument("--no-smooth", action="store_true", help="video: no landmark smoothing")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    return p
+
+
+def run_makeup(args: argparse.Namespace) -> int:
+    suffix = Path(args.input).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return _makeup_video(args)
+    if suffix not in IMAGE_EXTENSIONS:
+        raise CliError(f"{args.input}: not a photo or video file name (expected one of "
+                       f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})", 2)
+    import cv2
+
+    from ..io import ImageError, load_image
+    from .lipstick import apply_lipstick
+
+    out = _TempTarget(args.out, "--out", IMAGE_EXTENSIONS)
+    try:
+        try:
+            image = load_image(args.input)
+        except ImageError as e:
+            raise CliError(f"{args.input}: {e.problem}") from None
+        with _face_mesh(args, True, args.max_faces) as fm:
+            faces = fm.process(image)
+        result = apply_lipstick(image, faces, args.lipstick, args.opacity, args.gloss)
+        if not cv2.imwrite(out.tmp, cv2.cvtColor(result, cv2.COLOR_RGB2BGR)):
+            raise CliError(f"--out {args.out}: cannot encode the image")
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    print(f"attnmesh: {len(faces)} face{'s' * (len(faces) != 1)} -> {args.out}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _makeup_video(args: argparse.Namespace) -> int:
+    import cv2
+
+    from ..pipeline.smoothing import MultiFaceSmoother
+    from .lipstick import apply_lipstick
+
+    out = _TempTarget(args.out, "--out", (".mp4",))
+    cap, fps, n, w, h = _open_video(args.input)
+    frames = with_faces = 0
+    try:
+        writer = _video_writer(out.tmp, fps, (w, h))
+        smoother = MultiFaceSmoother()
+        with _face_mesh(args, False, args.max_faces) as fm, _bar(n, "frame") as bar:
+            for i, frame in enumerate(_frames(cap)):
+                faces = fm.process(frame)
+                landmarks = [f.landmarks for f in faces]
+                if not args.no_smooth:
+                    smoothed = smoother({f.track_id: f.landmarks for f in faces}, i / fps)
+                    landmarks = [smoothed[f.track_id] for f in faces]
+                result = apply_lipstick(frame, landmarks, args.lipstick, args.opacity, args.gloss) if landmarks \
+                    else frame
+                writer.write(cv2.cvtColor(result, cv2.COLOR_RGB2BGR))
+                frames += 1
+                with_faces += bool(faces)
+                bar.update(1)
+        writer.release()
+        if frames == 0:
+            raise CliError(f"{args.input}: no frames could be read")
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        cap.release()
+    print(f"attnmesh: {frames} frames, {with_faces} with faces -> {args.out}", file=sys.stderr, flush=True)
+    return 0
+
+
+# -- puppet -------------------------------------------------------------------------------------------------
+
+
+def add_puppet(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None
+               ) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "puppet", parents=_common(common), help="blendshape coefficients (and an avatar) from a face video",
+        description="Per-frame blendshape coefficients (10 mouth, 7 per eye) of the first face of a video, "
+                    "with the head pose, and optionally an avatar video driven by them.")
+    p.add_argument("video", metavar="VIDEO", help="input video")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="coefficients: .jsonl or .parquet")
+    p.add_argument("--render", metavar="AVATAR.mp4", help="also render the canonical face driven by them")
+    p.add_argument("--method", choices=("lsq", "net"), default="lsq",
+                   help="bounded least squares (default) or the distilled network")
+    p.add_argument("--device", default="cpu", help="torch device for the face mesh (default: cpu)")
+    return p
+
+
+def run_puppet(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..geometry.face_geometry import estimate_face_geometry
+    from ..pipeline.smoothing import LandmarkSmoother
+    from .blendshapes import BLENDSHAPE_NAMES, BlendshapeSolver, deform, estimate_neutral, metric_landmarks
+
+    out = _TempTarget(args.out, "--out", (".jsonl", ".parquet"))
+    render = _TempTarget(args.render, "--render", (".mp4",)) if args.render else None
+    cap, fps, n, w, h = _open_video(args.video)
+    try:
+        metrics: list[Any] = []
+        poses: list[Any] = []
+        smoother = LandmarkSmoother()
+        with _face_mesh(args, False, 1) as fm, _bar(n, "frame") as bar:
+            for i, frame in enumerate(_frames(cap)):
+                faces = fm.process(frame)
+                lm = smoother(faces[0].landmarks if faces else None, i / fps)
+                m = pose = None
+                if lm is not None:
+                    try:
+                        m = metric_landmarks(lm, (w, h))
+                        pose = estimate_face_geometry(lm, (w, h))
+                    except ValueError:
+                        m = pose = None
+                metrics.append(m)
+                poses.append(pose)
+                bar.update(1)
+        if not metrics:
+            raise CliError(f"{args.video}: no frames could be read")
+        good = [m for m in metrics if m is not None]
+        if not good:
+            raise CliError(f"{args.video}: no face found in any frame")
+        neutral = estimate_neutral(np.stack(good))
+        if args.method == "net":
+            from .blendshape_net import BlendshapeNetPredictor
+
+            solver: Any = BlendshapeNetPredictor(neutral)
+        else:
+            solver = BlendshapeSolver(neutral)
+        records = []
+        for i, (m, pose) in enumerate(zip(metrics, poses)):
+            rec: dict[str, Any] = {"frame": i, "timestamp": round(i / fps, 6), "face": m is not None,
+                                   "pitch": None, "yaw": None, "roll": None, "coefficients": None}
+            if m is not None:
+                c = solver.solve(m)
+                rec["coefficients"] = {k: round(float(v), 4) for k, v in zip(BLENDSHAPE_NAMES, c)}
+                rec["pitch"], rec["yaw"], rec["roll"] = (round(float(a), 3) for a in pose.euler_angles)
+            records.append(rec)
+        _write_coefficients(out, records)
+        if render is not None:
+            from .render_avatar import render_mesh
+
+            writer = _video_writer(render.tmp, fps, (480, 480))
+            last = np.zeros(len(BLENDSHAPE_NAMES))
+            for rec, pose in zip(records, poses):
+                if rec["coefficients"] is not None:
+                    last = np.array([rec["coefficients"][k] for k in BLENDSHAPE_NAMES])
+                rotation = pose.rotation if pose is not None else None
+                img = render_mesh(deform(last), rotation=rotation)
+                import cv2
+
+                writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            writer.release()
+        out.commit()
+        if render is not None:
+            render.commit()
+    except BaseException:
+        out.discard()
+        if render is not None:
+            render.discard()
+        raise
+    finally:
+        cap.release()
+    print(f"attnmesh: {len(records)} frames, {len(good)} with a face -> {args.out}"
+          + (f", {args.render}" if args.render else ""), file=sys.stderr, flush=True)
+    return 0
+
+
+def _write_coefficients(out: _TempTarget, records: list[dict[str, Any]]) -> None:
+    from .blendshapes import BLENDSHAPE_NAMES
+
+    if out.target.lower().endswith(".jsonl"):
+        with open(out.tmp, "w", encoding="utf-8", newline="\n") as f:
+            for rec in records:
+                f.write(json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n")
+        return
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CliError("--out .parquet needs pyarrow (pip install pyarrow); or use .jsonl") from None
+    cols: dict[str, Any] = {"frame": pa.array([r["frame"] for r in records], pa.int32()),
+                            "timestamp": pa.array([r["timestamp"] for r in records], pa.float64()),
+                            "face": pa.array([r["face"] for r in records], pa.bool_())}
+    for k in ("pitch", "yaw", "roll"):
+        cols[k] = pa.array([r[k] for r in records], pa.float32())
+    for name in BLENDSHAPE_NAMES:
+        cols[name] = pa.array([None if r["coefficients"] is None else r["coefficients"][name] for r in records],
+                              pa.float32())
+    pq.write_table(pa.table(cols), out.tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attnmesh.apps.commands makeup|puppet ...``: the ``attnmesh`` CLI with these commands
+    registered (for use before they are in :data:`attnmesh.cli.COMMANDS`)."""
+    from .. import cli
+
+    cli.COMMANDS.setdefault("makeup", (add_makeup, run_makeup))
+    cli.COMMANDS.setdefault("puppet", (add_puppet, run_puppet))
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
