@@ -65,7 +65,7 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Blendsh
             loss.backward()
             opt.step()
         sched.step()
-    return net.eval(), float(loss)
+    return net.eval(), float(loss.item())
 
 
 def main(argv: list[str] | None = None) -> None:
