@@ -119,8 +119,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class OrtLandmarkModel(LandmarkModel):
     """``LandmarkModel`` on ONNX Runtime. ``refine=True``: the Attention Mesh (478 points), ``False``:
-    face_landmark (468). ``precision``: ``"fp32"`` or ``"int8"`` (Attention Mesh only; the INT8 graph
-    must have been built with ``python -m attnmesh.export --int8``)."""
+    face_landmark (468). ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built
+    with ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
 
     def __init__(self, refine: bool = True, device: str | torch.device = "cpu", model_dir: Path | str | None = None,
                  threads: int | None = None, providers: str | None = None, precision: str = "fp32",
