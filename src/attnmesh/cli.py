@@ -712,11 +712,17 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 # -- main ---------------------------------------------------------------------------------------------------
 
 #: subcommand name -> (add_parser, run).
+# The application commands live beside their code and reuse this module's CliError and argument types, so
+# they are imported once those exist.
+from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet  # noqa: E402
+
 COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "demo": (add_demo, run_demo),
     "images": (add_images, run_images),
     "video": (add_video, run_video),
     "webcam": (add_webcam, run_webcam),
+    "makeup": (add_makeup, run_makeup),
+    "puppet": (add_puppet, run_puppet),
 }
 
 
