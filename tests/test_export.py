@@ -1,0 +1,167 @@
+"""ONNX export, the ONNX Runtime backend, INT8, and the GPU path's crop (run on CPU tensors).
+
+Timing is never asserted here: speed lives in benchmarks/speed_table.py and benchmarks/tracking_fps.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from attnmesh import topology  # noqa: E402
+from attnmesh.backends import make_landmark_model, resolve_backend  # noqa: E402
+from attnmesh.backends.gpu import crop_rois, project_points, rois_tensor  # noqa: E402
+from attnmesh.backends.onnxruntime import (OrtCascadeLandmarkModel, OrtFaceDetector, OrtGraph,  # noqa: E402
+                                           OrtLandmarkModel)
+from attnmesh.export.onnx import GRAPHS, build_module, export_all  # noqa: E402
+from attnmesh.export.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
+                                      split_images, to_input)
+from attnmesh.geometry.roi import Roi, crop_image, project_to_image  # noqa: E402
+from attnmesh.pipeline.cascade import CascadeLandmarkModel  # noqa: E402
+from attnmesh.pipeline.face_detector import FaceDetector  # noqa: E402
+from attnmesh.pipeline.face_mesh import LandmarkModel  # noqa: E402
+from attnmesh.pipeline.tracking import roi_from_detection  # noqa: E402
+from reference import W300, photo_paths, read_rgb  # noqa: E402
+
+PX_TOL = 1e-3  # model-space pixels (128-, 192- or 64-space), the issue's bound
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("onnx")
+    export_all(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos_and_rois():
+    """Three real photos (one with several faces) and the torch detector's ROIs on them."""
+    paths = photo_paths()
+    images = [read_rgb(p) for p in (paths[0], paths[len(paths) // 2], paths[-1])]
+    det = FaceDetector()
+    rois = [[roi_from_detection(d.box, d.keypoints) for d in det.process(im)[:4]] for im in images]
+    assert sum(map(len, rois)) >= 3
+    return images, rois
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_onnx_graph_matches_pytorch(model_dir, name: str) -> None:
+    spec = GRAPHS[name]
+    x = torch.rand(3, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
+    if name == "face_detection_short_range":
+        x = x * 2 - 1
+    with torch.inference_mode():
+        expected = [t.numpy() for t in build_module(name)(x)]
+    got = OrtGraph(name, model_dir, threads=2)(x.numpy())
+    assert [g.shape for g in got] == [e.shape for e in expected]  # the batch axis is dynamic (export used 2)
+    if name == "face_detection_short_range":  # boxes are normalized to the 128x128 input
+        np.testing.assert_allclose(got[0] * 128, expected[0] * 128, rtol=0, atol=PX_TOL)
+        np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-5)
+    elif name == "iris_landmark":
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=0, atol=PX_TOL)
+    else:  # points, then the face logit
+        np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=PX_TOL)
+        np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("refine", [True, False])
+def test_ort_landmark_runner_matches_torch_on_photos(model_dir, photos_and_rois, refine: bool) -> None:
+    """Same landmarks within 1e-3 px of the 192x192 crop, i.e. 1e-3 * roi.size / 192 image pixels."""
+    torch_model, ort_model = LandmarkModel(refine=refine), OrtLandmarkModel(refine=refine, model_dir=model_dir)
+    assert (ort_model.input_size, ort_model.num_landmarks) == (torch_model.input_size, torch_model.num_landmarks)
+    for image, rois in zip(*photos_and_rois):
+        crops = torch_model.crop(image, rois)
+        np.testing.assert_array_equal(ort_model.crop(image, rois), crops)
+        p_t, s_t = torch_model.run(crops)
+        p_o, s_o = ort_model.run(crops)
+        np.testing.assert_allclose(p_o, p_t, rtol=0, atol=PX_TOL)
+        np.testing.assert_allclose(s_o, s_t, rtol=0, atol=1e-5)
+        img_t, _ = torch_model.predict(image, rois)
+        img_o, _ = ort_model.predict(image, rois)
+        for a, b, roi in zip(img_o, img_t, rois):
+            assert np.abs(a - b).max() <= PX_TOL * roi.size / 192 + 1e-4
+    empty = ort_model.run(np.zeros((0, 192, 192, 3), np.uint8))
+    assert empty[0].shape == (0, ort_model.num_landmarks, 3)
+
+
+def test_ort_detector_matches_torch(model_dir, photos_and_rois) -> None:
+    images, _ = photos_and_rois
+    ours, ref = OrtFaceDetector(model_dir=model_dir).process_batch(images), FaceDetector().process_batch(images)
+    for a, b in zip(ours, ref):
+        assert len(a) == len(b)
+        for da, db in zip(a, b):
+            assert abs(da.score - db.score) < 1e-5
+            side = max(images[0].shape[:2])  # 128-space -> image pixels scales by <= side / 128
+            assert np.abs(da.box - db.box).max() <= PX_TOL * side / 128 + 1e-3
+            assert np.abs(da.keypoints - db.keypoints).max() <= PX_TOL * side / 128 + 1e-3
+
+
+def test_ort_cascade_matches_torch(model_dir, photos_and_rois) -> None:
+    images, rois = photos_and_rois
+    ours, ref = OrtCascadeLandmarkModel(model_dir=model_dir), CascadeLandmarkModel()
+    for image, r in zip(images, rois):
+        if not r:
+            continue
+        a, sa = ours.predict(image, r)
+        b, sb = ref.predict(image, r)
+        scale = np.array([x.size / 192 for x in r])[:, None]
+        err = np.abs(a - b)[..., :2].max(-1)  # (N, 478) image pixels
+        # Eye ROIs come from the projected mesh and MediaPipe's eye crop rounds them to whole pixels, so an
+        # eye crop can move by a pixel between backends; the mesh itself must agree to the model tolerance.
+        eyes = np.zeros(478, bool)
+        eyes[list(topology.RIGHT_EYE) + list(topology.LEFT_EYE)] = True
+        eyes[468:] = True
+        assert (err[:, ~eyes] <= PX_TOL * scale + 1e-4).all(), err[:, ~eyes].max()
+        assert np.median(err[:, eyes]) <= 0.02 * scale.max(), np.median(err[:, eyes])
+        np.testing.assert_allclose(sa, sb, atol=1e-5)
+
+
+def test_backend_factory() -> None:
+    assert resolve_backend("auto", "cpu") == "onnxruntime"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("torch") == "torch"
+    with pytest.raises(ValueError):
+        resolve_backend("tflite")
+    with pytest.raises(ValueError, match="0.5% bar"):
+        make_landmark_model(precision="int8")
+    assert isinstance(make_landmark_model(backend="torch"), LandmarkModel)
+
+
+@pytest.mark.skipif(not W300.is_dir(), reason="needs ../shared/data/300w-train")
+def test_int8_deviation_on_held_out_images(model_dir) -> None:
+    """The documented recipe on a small scale (32 calibration crops, 6 held-out faces): the INT8 graph stays
+    within the measured bound (mean 1.0-1.3% IOD on 100 held-out faces with 128 calibration crops, which
+    misses the 0.5% bar; see attnmesh.export.quantize), and the split never mixes the two parts."""
+    calib_paths, held_paths = split_images(W300)
+    assert not set(calib_paths) & set(held_paths) and 0.15 < len(held_paths) / len(calib_paths + held_paths) < 0.25
+    calib, _ = face_crops(calib_paths, 32)
+    held, _ = face_crops(held_paths, 6)
+    q = quantize_attention_mesh(model_dir / "attention_mesh.onnx", model_dir / "attention_mesh.int8.onnx", calib)
+    fp32 = OrtGraph("attention_mesh", model_dir)(to_input(held))[0]
+    int8 = OrtLandmarkModel(model_dir=model_dir, precision="int8").run(held)[0]
+    assert q.is_file() and int8.shape == fp32.shape
+    dev = 100 * iod_deviation(int8, fp32)
+    assert dev.mean() < 2.5 and dev.max() < 5.0, dev
+
+
+def test_gpu_crop_matches_opencv_crop_on_cpu(photos_and_rois) -> None:
+    images, rois = photos_and_rois
+    image = images[0]
+    extra = [Roi(30, 40, 300, -1.0), Roi(image.shape[1] - 10, image.shape[0] / 2, 150, 2.0)]  # off the edge
+    all_rois = rois[0] + extra
+    ref = np.stack([crop_image(image, r, 192, border="replicate") for r in all_rois]).astype(np.float32)
+    t = torch.from_numpy(image).permute(2, 0, 1)[None]
+    got = crop_rois(t, rois_tensor(all_rois), 192, torch.zeros(len(all_rois), dtype=torch.long))
+    diff = np.abs(got.permute(0, 2, 3, 1).numpy() - ref)
+    # OpenCV's warp quantises coordinates to 1/32 px and weights to 1/1024: about one grey level apart.
+    assert diff.mean() < 0.5 and diff.max() <= 6, (diff.mean(), diff.max())
+    points = np.random.default_rng(0).uniform(0, 192, (len(all_rois), 478, 3)).astype(np.float32)
+    proj = project_points(torch.from_numpy(points), rois_tensor(all_rois)).numpy()
+    expected = np.stack([project_to_image(p, r, 192) for p, r in zip(points, all_rois)])
+    np.testing.assert_allclose(proj, expected, atol=2e-3)
