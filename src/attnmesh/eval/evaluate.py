@@ -1,0 +1,115 @@
+"""Evaluate landmark models on a data set the way a user runs them: ``FaceMesh(static_image_mode=True)``.
+
+For every image: the face detector (shared by all models, so every model sees the same ROIs), the face
+ROIs (:func:`attnmesh.pipeline.tracking.roi_from_detection`), each model on those ROIs, faces kept when their
+presence score reaches 0.5 — exactly ``FaceMesh.process`` in static mode. The face that matches the
+annotation is the one whose 68 mapped points' box overlaps the annotation's box most (IoU >= 0.3); an image
+with no such face is a **missed face**: it counts as a failure (error = infinity), never dropped.
+
+With two or more models, the **mesh drift** of each model from the first is reported on the faces both found:
+the distance between their landmarks over the vertices NOT in the mesh->68 map ("the other mesh points"),
+in percent of the first model's inter-ocular distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import maps, metrics
+
+MATCH_IOU = 0.3
+
+
+def _box(points: np.ndarray) -> tuple[float, float, float, float]:
+    return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
+
+
+def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
+             max_faces: int = 4, progress: bool = True) -> dict[str, Any]:
+    """Run ``models`` (names or weight paths) on the images of ``records`` (see
+    :mod:`attnmesh.train.datasets`); returns ``{"models": {name: summary}, "drift": {...}, "per_face": ...}``.
+    Records without 68-point annotations only contribute to the drift."""
+    import torch
+
+    from ..geometry.roi import box_iou
+    from ..pipeline.face_detector import FaceDetector
+    from ..pipeline.face_mesh import LandmarkModel
+    from ..pipeline.tracking import roi_from_detection
+    from ..train.datasets import read_rgb
+    from ..train.trainer import load_net
+
+    detector = FaceDetector(min_detection_confidence=0.5, device=device)
+    lm = LandmarkModel(refine=True, device=device)
+    states = {m: load_net(m).state_dict() for m in models}
+    index_map = maps.mesh_to_68()
+    labelled = [r for r in records if r.points68 is not None]
+    pred68 = {m: np.full((len(labelled), 68, 2), np.nan) for m in models}
+    gt68 = np.stack([r.points68 for r in labelled]) if labelled else np.zeros((0, 68, 2))
+    full: dict[str, list[np.ndarray | None]] = {m: [] for m in models}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(records), desc="eval", unit="img", dynamic_ncols=True)
+    li = -1
+    for r in records:
+        image = read_rgb(r.image_path)
+        dets = detector.process(image)[:max_faces]
+        rois = [roi_from_detection(d.box, d.keypoints) for d in dets]
+        if r.points68 is not None:
+            li += 1
+        for m in models:
+            lm.net.load_state_dict(states[m])
+            chosen = None
+            if rois:
+                with torch.inference_mode():
+                    points, scores = lm.predict(image, rois)
+                faces = [p for p, s in zip(points, scores) if s >= 0.5]
+                if r.points68 is not None:
+                    gbox = _box(r.points68)
+                    ious = [box_iou(_box(maps.to_68(p, "fixed")), gbox) for p in faces]
+                    if ious and max(ious) >= MATCH_IOU:
+                        chosen = faces[int(np.argmax(ious))]
+                elif faces:
+                    chosen = faces[0]
+            full[m].append(chosen)
+            if chosen is not None and r.points68 is not None:
+                pred68[m][li] = maps.to_68(chosen, mapping)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    report: dict[str, Any] = {"mapping": mapping, "images": len(records), "annotated": len(labelled),
+                              "models": {}, "drift": {}}
+    errors = {}
+    for m in models:
+        if labelled:
+            report["models"][m] = metrics.summarize(pred68[m], gt68)
+            errors[m] = metrics.face_errors(pred68[m], gt68)["all"]
+        else:
+            report["models"][m] = {"faces": len(records), "missed": sum(p is None for p in full[m])}
+    base = models[0]
+    for m in models[1:]:
+        pairs = [(a, b) for a, b in zip(full[base], full[m]) if a is not None and b is not None]
+        report["drift"][m] = {"against": base, **metrics.mesh_drift([a for a, _ in pairs], [b for _, b in pairs],
+                                                                     np.unique(index_map))}
+    report["_errors_all"] = errors
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = []
+    if report["annotated"]:
+        lines.append(f"{'model':<28} {'all':>6} {'eyes':>6} {'lips':>6} {'fail@10':>8} {'AUC@10':>7} {'missed':>6}"
+                     f"   (NME % of the normalising distance; {report['annotated']} faces, {report['mapping']} map)")
+        for name, s in report["models"].items():
+            lines.append(f"{Path(name).name:<28} {s['nme_all']:6.2f} {s['nme_eyes']:6.2f} {s['nme_lips']:6.2f} "
+                         f"{s['failure_rate']:8.2f} {s['auc']:7.2f} {s['missed']:6d}")
+    for name, d in report["drift"].items():
+        lines.append(f"drift of {Path(name).name} from {Path(d['against']).name} (other mesh points, % IOD, "
+                     f"{d['faces']} faces): mean {d['mean']:.2f}, p95 {d['p95']:.2f}, mean max {d['mean_max']:.2f}")
+    return "\n".join(lines)

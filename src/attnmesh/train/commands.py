@@ -1,0 +1,186 @@
+"""``attnmesh eval`` and ``attnmesh train``, in the conventions of :mod:`attnmesh.cli` (register them in its
+``COMMANDS`` table)::
+
+    "eval": (add_eval, run_eval),
+    "train": (add_train, run_train),
+
+``attnmesh eval DATASET [--model M]... [--split all|train|val] [--map fixed|linear] [--out report.json]
+[--ced ced.png]``: the paper's Table 2 columns (all / eyes / lips NME), failure rate and AUC at 10% on the
+68 iBUG points of a 300-W style folder (images + .pts), or, for a folder of unannotated photos, the faces found
+and the mesh drift between the models. ``--model`` takes a shipped weights name (``attention_mesh``,
+``attention_mesh_300w``), a ``.safetensors`` file or a training checkpoint ``.pt``; repeat it to compare
+models on the same detections (drift is reported against the first).
+
+``attnmesh train CONFIG [--no-resume] [--steps N]``: train from a TOML / JSON / YAML config
+(:mod:`attnmesh.train.trainer`); resumes from ``OUT/last.pt`` unless ``--no-resume``.
+
+Outputs are written under a temporary name and renamed when complete; failures are one line
+``attnmesh: error: ...`` (exit code 1; 2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..cli import CliError, _positive_int
+
+
+def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
+    return [common] if common is not None else []
+
+
+def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    path = Path(target)
+    if path.suffix.lower() not in suffixes:
+        raise CliError(f"{what} {target}: the file name must end in {' or '.join(suffixes)}", 2)
+    if path.is_dir():
+        raise CliError(f"{what} {target}: is a directory")
+    if not path.parent.is_dir():
+        raise CliError(f"{what} {target}: the folder '{path.parent}' does not exist")
+    return path
+
+
+def _write_atomic(path: Path, writer: Any, what: str) -> None:
+    """``writer(tmp_path)`` writes a temporary file beside ``path``, renamed over it when complete."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise CliError(f"{what} {path}: cannot write ({e.strerror or e})") from None
+    try:
+        writer(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- eval -----------------------------------------------------------------------------------------------------
+
+
+def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "eval", parents=_common(common), help="landmark error (Table 2 of the paper) on an annotated data set",
+        description="Normalised mean error on the 68 iBUG points (all points / inter-ocular distance, eyes / "
+                    "each eye's corner distance, lips / mouth-corner distance), failure rate and AUC at 10%%, "
+                    "CED plot; missed faces count as failures. Faces are found as FaceMesh(static_image_mode="
+                    "True) finds them.")
+    p.add_argument("dataset", help="300-W style folder (images with 68-point .pts files), an attnmesh landmark "
+                                   "file (.jsonl/.npz), or a folder of photos (drift only)")
+    p.add_argument("--model", action="append", metavar="M",
+                   help="weights: a shipped name (attention_mesh, attention_mesh_300w), a .safetensors file or a "
+                        "training checkpoint .pt; repeat to compare (default: attention_mesh)")
+    p.add_argument("--split", choices=("all", "train", "val"), default="all",
+                   help="the deterministic hash split of the data set to use (default: all)")
+    p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
+                   help="validation share of the hash split (default: 0.15)")
+    p.add_argument("--map", dest="mapping", choices=("fixed", "linear"), default="fixed",
+                   help="mesh -> 68 points: the fixed index map or the fitted linear map (default: fixed)")
+    p.add_argument("--out", metavar="REPORT.json", help="write the report as JSON")
+    p.add_argument("--ced", metavar="CED.png", help="write the cumulative error distribution plot (needs matplotlib)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    models = args.model or ["attention_mesh"]
+    out = _check_target(args.out, "--out", (".json",)) if args.out else None
+    ced = _check_target(args.ced, "--ced", (".png",)) if args.ced else None
+    if ced is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--ced needs matplotlib: pip install matplotlib") from None
+    if not 0.0 < args.val_fraction < 1.0:
+        raise CliError("--val-fraction must be between 0 and 1", 2)
+    from ..train.datasets import load_records
+    from ..weights import WeightsError
+
+    try:
+        records = load_records(args.dataset, args.split, args.val_fraction)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if not records:
+        raise CliError(f"{args.dataset}: no images found (split {args.split})")
+    for m in models:
+        if m.endswith((".pt", ".safetensors")) and not Path(m).is_file():
+            raise CliError(f"--model {m}: no such file")
+    import torch
+
+    from ..eval.evaluate import evaluate, format_table
+    from ..eval.metrics import plot_ced
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    try:
+        report = evaluate(records, models, mapping=args.mapping, device=args.device,
+                          progress=not args.no_progress and sys.stderr.isatty())
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    errors = report.pop("_errors_all")
+    report["dataset"] = str(args.dataset)
+    report["split"] = args.split
+    print(format_table(report))
+    if out is not None:
+        _write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"), "--out")
+    if ced is not None:
+        if not errors:
+            raise CliError("--ced: the data set has no annotations")
+        _write_atomic(ced, lambda tmp: plot_ced({Path(k).name: v for k, v in errors.items()}, tmp,
+                                                title=f"{Path(args.dataset).name} ({args.split})"), "--ced")
+    return 0
+
+
+# -- train ----------------------------------------------------------------------------------------------------
+
+
+def add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train", parents=_common(common), help="fine-tune the Attention Mesh (two phases, distillation)",
+        description="Train from a config file (.toml, .json, .yaml): phase 1 on ideal region crops from the "
+                    "target mesh, phase 2 end to end; supervision from 68-point annotations through the mesh->68 "
+                    "map and distillation from the imported model. Checkpoints, resume, log.csv in the config's "
+                    "'out' folder; OUT/model.safetensors at the end.")
+    p.add_argument("config", help="training config (.toml, .json, .yaml); see configs/finetune_300w.toml")
+    p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="stop after global step N (resumable)")
+    p.add_argument("--device", help="override the config's torch device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .trainer import ConfigError, Trainer, load_config
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise CliError(f"{path}: no such config file")
+    try:
+        cfg = load_config(path)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CliError(f"{path}: {e}") from None
+    if args.device:
+        cfg.device = args.device
+    if args.no_progress:
+        cfg.progress = False
+    try:
+        trainer = Trainer(cfg)
+        summary = trainer.run(resume=not args.no_resume, stop_after=args.steps)
+    except (ConfigError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None
+    print(f"trained to step {summary['steps']} of {trainer.total_steps} in {summary['seconds']:.0f} s; "
+          f"checkpoint {Path(cfg.out) / 'last.pt'}"
+          + (f"; weights {Path(cfg.out) / 'model.safetensors'}" if summary["steps"] >= trainer.total_steps else ""))
+    return 0

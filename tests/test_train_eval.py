@@ -1,0 +1,139 @@
+"""Training and evaluation (issue 5): the metric on a hand-computed example, flip augmentation against the
+model, a tiny CPU training run whose loss falls, and an exact checkpoint/resume round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnmesh.eval import maps, metrics
+from attnmesh.train.datasets import (AugmentConfig, FaceCrops, corrected_targets, correction_kernel, mirror_points,
+                                     split_of, teacher_labels, w300_records, warp_crop)
+from attnmesh.train.trainer import Trainer, config_from_dict, load_net
+
+from .reference import W300
+
+needs_data = pytest.mark.skipif(not W300.is_dir(), reason="shared 300-W data not available")
+
+
+def _hand_face() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0, 100, (68, 2))
+    g[36], g[39], g[42], g[45] = (0, 0), (30, 0), (70, 0), (100, 0)  # IOD 100, eye corners 30 and 30
+    g[48], g[54] = (35, 80), (75, 80)  # mouth corners 40 apart
+    return g
+
+
+def test_metric_reproduces_hand_computed_example() -> None:
+    g = _hand_face()
+    pred = np.stack([g + np.array([3.0, 4.0]), np.full((68, 2), np.nan)])  # every point 5 px off; a missed face
+    gt = np.stack([g, g])
+    e = metrics.face_errors(pred, gt)
+    assert e["all"][0] == pytest.approx(5 / 100)
+    assert e["eyes"][0] == pytest.approx((5 / 30 + 5 / 30) / 2)
+    assert e["lips"][0] == pytest.approx(5 / 40)
+    s = metrics.summarize(pred, gt)
+    assert s["faces"] == 2 and s["missed"] == 1
+    assert s["nme_all"] == pytest.approx(5.0) and s["nme_lips"] == pytest.approx(12.5)
+    assert s["failure_rate"] == pytest.approx(50.0)  # the missed face fails, the other (5%) does not
+    # CED: 0 below 5%, 0.5 from 5% to 10% -> area 0.5 * 0.05 / 0.1 = 0.25 (plus half a grid step of trapezoid)
+    assert s["auc"] == pytest.approx(25.0, abs=0.05)
+    # one point 20 px off on the left eye only: eyes = (0 + 20/6/30) / 2
+    p2 = g.copy()
+    p2[43] += (0, 20)
+    e2 = metrics.face_errors(p2[None], g[None])
+    assert e2["eyes"][0] == pytest.approx(20 / 6 / 30 / 2)
+    assert e2["all"][0] == pytest.approx(20 / 68 / 100)
+    assert e2["lips"][0] == 0
+
+
+def test_maps_are_consistent() -> None:
+    perm = maps.mirror_478()
+    assert sorted(perm) == list(range(478)) and np.array_equal(perm[perm], np.arange(478))
+    assert perm[33] == 263 and perm[468] == 473 and perm[1] == 1  # eye corners, iris centres, nose tip
+    m68 = maps.mirror_68()
+    assert np.array_equal(m68[m68], np.arange(68)) and m68[36] == 45 and m68[8] == 8
+    idx = maps.mesh_to_68()
+    assert idx.shape == (68,) and idx.max() < 478
+    # the fixed map commutes with mirroring, approximately: mirrored 68 point k maps near mesh vertex perm[idx[k]]
+    agree = np.mean([perm[idx[k]] == idx[m68[k]] for k in range(68)])
+    assert agree > 0.5
+    lin = maps.linear_68()
+    assert np.allclose(lin.sum(1), 1.0, atol=1e-4)
+    assert split_of("lfpw/image_0001.jpg") == split_of("lfpw/image_0001.jpg")
+
+
+@needs_data
+def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    records = w300_records(W300, split="train")[:40:10]
+    net = load_net("attention_mesh").eval()
+    labels = teacher_labels(records, net, progress=False)
+    idx = maps.mesh_to_68()
+    kernel = correction_kernel(idx)
+    target = np.stack([corrected_targets(t, r.points68, idx, kernel) for t, r in zip(labels["teacher"], records)])
+    aug = AugmentConfig.none()
+    aug.flip = 1.0
+    flipped = FaceCrops(records, labels["roi"], labels["teacher"], target, aug)
+    plain = FaceCrops(records, labels["roi"], labels["teacher"], target, AugmentConfig.none())
+    rng = np.random.default_rng(0)
+    for i in range(len(records)):
+        a, b = plain.sample(i, rng), flipped.sample(i, rng)
+        assert np.allclose(b["image"], a["image"][:, :, ::-1], atol=1e-6)  # the crop is the mirror image
+        assert np.allclose(b["gt68"], mirror_points(a["gt68"], maps.mirror_68()), atol=1e-4)
+        with torch.inference_mode():
+            pa = net(torch.from_numpy(a["image"][None])).landmarks[0].numpy()
+            pb = net(torch.from_numpy(b["image"][None])).landmarks[0].numpy()
+        iod = np.linalg.norm(pa[33, :2] - pa[263, :2])
+        # the model on the flipped crop ~ the model on the original crop, mirrored and permuted
+        err = np.linalg.norm(pb[:, :2] - mirror_points(pa, maps.mirror_478())[:, :2], axis=-1) / iod
+        assert err.mean() < 0.03, err.mean()
+        # ... and ~ the flipped sample's teacher labels (the cached labels, mirrored and permuted)
+        err2 = np.linalg.norm(pb[:, :2] - b["teacher"][:, :2], axis=-1) / iod
+        assert err2.mean() < 0.03, err2.mean()
+
+
+def _tiny_config(out: Path, cache: Path, steps: tuple[int, int], lr: float = 3e-4, **kw) -> object:
+    d = {"data": [str(W300)], "out": str(out), "cache": str(cache), "max_faces": 6, "batch_size": 4,
+         "threads": 1, "progress": False, "checkpoint_every": 1000,
+         "augment": {"rotation_deg": 3, "scale": 0.03, "shift": 0.01, "flip": 0.0, "color": 0.0, "blur": 0,
+                     "noise": 0, "occlusion": 0},
+         "phases": [{"name": "regions", "steps": steps[0], "lr": lr, "warmup": 1, "ideal_crops": True},
+                    {"name": "end_to_end", "steps": steps[1], "lr": lr, "warmup": 1}]}
+    d.update(kw)
+    return config_from_dict(d)
+
+
+@needs_data
+def test_tiny_training_run_loss_falls(tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path / "run", tmp_path / "cache", (8, 22), lr=1e-3)
+    summary = Trainer(cfg).run()
+    loss = np.array([h["loss"] for h in summary["history"]])
+    ann = np.array([h["ann68"] for h in summary["history"]])
+    assert len(loss) == 30
+    assert loss[-5:].mean() < 0.8 * loss[:5].mean(), loss
+    assert ann[-5:].mean() < ann[:5].mean(), ann
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(rows) == 31 and rows[0].startswith("step,phase,lr,loss")
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "last.pt").is_file()
+    json.loads((tmp_path / "run" / "config.json").read_text())
+
+
+@needs_data
+def test_checkpoint_resume_gives_identical_next_steps(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    whole = Trainer(_tiny_config(tmp_path / "a", cache, (2, 4), batch_size=2)).run()
+    first = Trainer(_tiny_config(tmp_path / "b", cache, (2, 4), batch_size=2))
+    part = first.run(stop_after=3)  # interrupted inside phase 2, after its first step
+    assert part["steps"] == 3 and not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = Trainer(_tiny_config(tmp_path / "b", cache, (2, 4), batch_size=2)).run()
+    assert [h["step"] for h in resumed["history"]] == [4, 5, 6]
+    for h_whole, h_res in zip(whole["history"][3:], resumed["history"]):
+        assert h_whole["loss"] == pytest.approx(h_res["loss"], rel=1e-6, abs=1e-7)
+    a = load_net(str(tmp_path / "a" / "last.pt")).state_dict()
+    b = load_net(str(tmp_path / "b" / "last.pt")).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
