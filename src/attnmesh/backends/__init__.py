@@ -56,3 +56,15 @@ def make_face_detector(min_detection_confidence: float = 0.5, device: str | torc
     from ..pipeline.face_detector import FaceDetector
 
     return FaceDetector(min_detection_confidence=min_detection_confidence, device=device)
+
+
+def make_cascade_model(device: str | torch.device = "cpu", backend: str = "auto", **options):
+    """The face_landmark + iris cascade runner for ``FaceMesh(model="cascade")``."""
+    backend = resolve_backend(backend, device)
+    if backend == "onnxruntime":
+        from .onnxruntime import OrtCascadeLandmarkModel
+
+        return OrtCascadeLandmarkModel(device=device, **options)
+    from ..pipeline.cascade import CascadeLandmarkModel
+
+    return CascadeLandmarkModel(device=device, **options)

@@ -16,7 +16,6 @@ machine this was developed on has no GPU.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,13 +23,11 @@ import numpy as np
 import torch
 
 from ..export.onnx import ensure_onnx
-from ..geometry.roi import Roi, crop_image, letterbox_roi
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
 from ..pipeline.cascade import CascadeLandmarkModel
-from ..pipeline.face_detector import FaceDetector, _to_image, weighted_nms
+from ..pipeline.face_detector import FaceDetector
 from ..pipeline.face_mesh import LandmarkModel
-from ..pipeline.results import Detection
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
@@ -157,23 +154,11 @@ class OrtFaceDetector(FaceDetector):
         self.device = torch.device(device)
         providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
         self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
-        self.input_size = 128
 
-    def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        if not images:
-            return []
-        size = self.input_size
-        rois = [letterbox_roi(im.shape[1], im.shape[0]) for im in images]
-        tensors = np.stack([crop_image(im, roi, size, border="zero") for im, roi in zip(images, rois)])
+    def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = tensors.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
         boxes, scores = self.graph(x)
-        results = []
-        for im, roi, b, s in zip(images, rois, boxes, scores):
-            keep = (s >= self.min_detection_confidence) & (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
-            keep &= np.isfinite(b).all(1)
-            results.append([_to_image(score, v, roi.size, im.shape[1], im.shape[0])
-                            for score, v in weighted_nms(b[keep], s[keep])])
-        return results
+        return boxes, scores
 
 
 class _TorchAdapter:

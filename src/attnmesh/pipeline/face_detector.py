@@ -67,6 +67,8 @@ class FaceDetector:
     first; keypoints are (right eye, left eye, nose tip, mouth centre, right ear, left ear), subject's sides.
     """
 
+    input_size = BlazeFace.input_size
+
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
         if not 0.0 <= min_detection_confidence <= 1.0:
             raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
@@ -78,18 +80,14 @@ class FaceDetector:
         """Faces in one RGB uint8 image (HxWx3), best first."""
         return self.process_batch([image])[0]
 
-    @torch.inference_mode()
     def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Faces in each of many RGB uint8 images, with one network pass for all of them."""
         if not images:
             return []
-        size = self.net.input_size
+        size = self.input_size
         rois = [letterbox_roi(im.shape[1], im.shape[0]) for im in images]
         tensors = np.stack([crop_image(im, roi, size, border="zero") for im, roi in zip(images, rois)])
-        x = torch.from_numpy(tensors).to(self.device).permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
-        out = self.net(x)
-        boxes = decode_boxes(out.offsets.float(), self.net.anchors.float()).cpu().numpy()
-        scores = scores_from_logits(out.logits.float()).cpu().numpy()
+        boxes, scores = self.boxes_and_scores(tensors)
         results = []
         for im, roi, b, s in zip(images, rois, boxes, scores):
             keep = (s >= self.min_detection_confidence) & (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
@@ -97,6 +95,15 @@ class FaceDetector:
             results.append([_to_image(score, v, roi.size, im.shape[1], im.shape[0])
                             for score, v in weighted_nms(b[keep], s[keep])])
         return results
+
+    @torch.inference_mode()
+    def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded anchors (N, 896, 16) (:func:`~attnmesh.models.detector.decode_boxes`, tensor-normalized) and
+        scores (N, 896) for letterboxed uint8 NHWC inputs of side :attr:`input_size`."""
+        x = torch.from_numpy(tensors).to(self.device).permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+        out = self.net(x)
+        boxes = decode_boxes(out.offsets.float(), self.net.anchors.float()).cpu().numpy()
+        return boxes, scores_from_logits(out.logits.float()).cpu().numpy()
 
 
 def _to_image(score: float, values: np.ndarray, side: float, width: int, height: int) -> Detection:

@@ -23,7 +23,6 @@ from ..models.face_landmark import FaceLandmarkModel
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from ..weights import load_model_weights
 from .cascade import CascadeLandmarkModel
-from .face_detector import FaceDetector
 from .results import Detection, Face
 from .tracking import associate, roi_from_detection, roi_from_landmarks
 
@@ -108,11 +107,14 @@ class FaceMesh:
         model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
             ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
             model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``).
+        backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
+            ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
+            (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention") -> None:
+                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "torch") -> None:
         if max_num_faces < 1:
             raise ValueError("max_num_faces must be at least 1")
         for name, v in (("min_detection_confidence", min_detection_confidence),
@@ -123,13 +125,16 @@ class FaceMesh:
         self.max_num_faces = max_num_faces
         self.refine_landmarks = refine_landmarks
         self.min_tracking_confidence = min_tracking_confidence
-        self.detector = FaceDetector(min_detection_confidence=min_detection_confidence, device=device)
+        from ..backends import make_cascade_model, make_face_detector, make_landmark_model
+
+        self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend)
         if model == "attention":
-            self.landmark_model: LandmarkModel | CascadeLandmarkModel = LandmarkModel(refine_landmarks, device)
+            self.landmark_model: LandmarkModel | CascadeLandmarkModel = make_landmark_model(
+                refine=refine_landmarks, device=device, backend=backend)
         elif model == "cascade":
             if not refine_landmarks:
                 raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
-            self.landmark_model = CascadeLandmarkModel(device)
+            self.landmark_model = make_cascade_model(device=device, backend=backend)
         else:
             raise ValueError(f"model must be 'attention' or 'cascade', got {model!r}")
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
