@@ -41,14 +41,15 @@ def static_images() -> list[np.ndarray]:
     return [read_rgb(p) for p in photo_paths() + w300_paths(STATIC_IMAGES)]
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("refine", [True, False], ids=["refine-478", "mesh-468"])
-def test_static_mode_matches_reference(static_images, refine: bool) -> None:
+def test_static_mode_matches_reference(static_images, refine: bool, backend: str) -> None:
     assert len(static_images) >= STATIC_IMAGES + 20
     options = dict(static_image_mode=True, refine_landmarks=refine, max_num_faces=5)
     ref_fm = ReferenceFaceMesh(**options)
     ref = [ref_fm(im) for im in static_images]
     ref_fm.close()
-    fm = attnmesh.FaceMesh(**options)
+    fm = attnmesh.FaceMesh(**options, backend=backend)
     ours = [[f.landmarks for f in fm.process(im)] for im in static_images]
     n_points = 478 if refine else 468
     assert all(lm.shape == (n_points, 3) for faces in ours for lm in faces)

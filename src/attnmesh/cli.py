@@ -90,6 +90,10 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--min-detection-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face detector score threshold in [0, 1] (default: 0.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="inference backend (default: auto = ONNX Runtime on CPU when installed, else torch)")
+    p.add_argument("--model", choices=("attention", "cascade"), default="attention",
+                   help="landmark model: the Attention Mesh, or the paper's face mesh + iris cascade")
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:
@@ -683,8 +687,9 @@ def _face_mesh(args: argparse.Namespace, static: bool = True) -> Any:
                                  refine_landmarks=not args.no_refine,
                                  min_detection_confidence=args.min_detection_confidence,
                                  min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
-                                 device=args.device)
-    except (RuntimeError, ValueError, AssertionError) as e:
+                                 device=args.device, backend=getattr(args, "backend", "auto"),
+                                 model=getattr(args, "model", "attention"))
+    except (RuntimeError, ValueError, AssertionError, ImportError) as e:
         if args.debug:
             raise
         raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None

@@ -114,7 +114,7 @@ class FaceMesh:
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "torch") -> None:
+                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto") -> None:
         if max_num_faces < 1:
             raise ValueError("max_num_faces must be at least 1")
         for name, v in (("min_detection_confidence", min_detection_confidence),
