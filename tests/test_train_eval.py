@@ -15,7 +15,7 @@ from attnmesh.train.datasets import (AugmentConfig, FaceCrops, corrected_targets
                                      split_of, teacher_labels, w300_records, warp_crop)
 from attnmesh.train.trainer import Trainer, config_from_dict, load_net
 
-from .reference import W300
+from reference import W300
 
 needs_data = pytest.mark.skipif(not W300.is_dir(), reason="shared 300-W data not available")
 
@@ -83,7 +83,8 @@ def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(len(records)):
         a, b = plain.sample(i, rng), flipped.sample(i, rng)
-        assert np.allclose(b["image"], a["image"][:, :, ::-1], atol=1e-6)  # the crop is the mirror image
+        diff = np.abs(b["image"] - a["image"][:, :, ::-1])  # the crop is the mirror image (OpenCV's fixed-point
+        assert diff.mean() < 2e-3 and diff.max() < 0.05, (diff.mean(), diff.max())  # bilinear rounds a bit)
         assert np.allclose(b["gt68"], mirror_points(a["gt68"], maps.mirror_68()), atol=1e-4)
         with torch.inference_mode():
             pa = net(torch.from_numpy(a["image"][None])).landmarks[0].numpy()

@@ -184,3 +184,21 @@ def run_train(args: argparse.Namespace) -> int:
           f"checkpoint {Path(cfg.out) / 'last.pt'}"
           + (f"; weights {Path(cfg.out) / 'model.safetensors'}" if summary["steps"] >= trainer.total_steps else ""))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attnmesh.train.commands eval|train ...``: the two commands outside the ``attnmesh`` CLI
+    (with its one-line error handling)."""
+    from .. import cli
+
+    saved = dict(cli.COMMANDS)
+    cli.COMMANDS.update({"eval": (add_eval, run_eval), "train": (add_train, run_train)})
+    try:
+        return cli.main(argv)
+    finally:
+        cli.COMMANDS.clear()
+        cli.COMMANDS.update(saved)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
