@@ -1,0 +1,272 @@
+"""Distillation of the face transformer from the imported Attention Mesh, plus the other heads' losses.
+
+    python -m attnmesh.transformer.data --out out/ft_cache            # once: teacher outputs cached
+    python -m attnmesh.transformer.distill configs/face_transformer_xs.toml
+
+Losses (weights in the config's ``[loss]``):
+
+* ``landmarks``: output distillation: per point, the 2D distance between the student's and the teacher's
+  landmarks (input pixels), divided by the teacher's inter-ocular distance (33-263), averaged; plus
+  ``landmarks_z`` x the same for z. Only faces the teacher accepts (presence >= 0.5).
+* ``expression``: binary cross-entropy against the [0, 1] labels derived from the teacher's landmarks
+  (:func:`attnmesh.transformer.data.expression_measures`).
+* ``embedding``: ArcFace (additive angular margin ``arc_margin``, scale ``arc_scale``) over the training
+  identities of YTF (the person name in the file name); other samples do not enter it.
+* ``presence``: BCE of the face logit against the teacher's presence probability (faces and the random
+  non-face crops of the cache).
+* ``spoof``: BCE against live(0)/spoof(1) labels. Weight 0: there is no live/spoof data in this project, so
+  the shipped head is untrained. :func:`train_spoof` is the entry point for when such data exists.
+
+The learning rate follows a warm-up then a cosine over the *wall-clock* budget (``minutes``), so a run ends on
+time on a shared CPU whatever its speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from .data import Augment, Cache, _mirror_478, make_batch
+
+
+@dataclass
+class LossWeights:
+    landmarks: float = 1.0
+    landmarks_z: float = 0.2
+    expression: float = 0.05
+    embedding: float = 0.02
+    presence: float = 0.02
+    spoof: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    cache: str = "out/ft_cache"
+    out: str = "out/ft_run"
+    size: str = "xs"
+    input_size: int = 128
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.02
+    warmup_steps: int = 50
+    minutes: float = 20.0
+    max_steps: int = 0  # 0: until the time budget is spent
+    seed: int = 0
+    threads: int = 1
+    arc_margin: float = 0.3
+    arc_scale: float = 30.0
+    identity_fraction: float = 0.25  # share of each batch drawn from YTF identities (the embedding's signal)
+    log_every: int = 20
+    checkpoint_every: int = 200
+    augment: Augment = field(default_factory=Augment)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    @classmethod
+    def from_toml(cls, path: Path | str) -> DistillConfig:
+        raw = tomllib.loads(Path(path).read_text())
+        aug = Augment(**raw.pop("augment", {}))
+        loss = LossWeights(**raw.pop("loss", {}))
+        base = Path(path).resolve().parent
+        cfg = cls(**raw, augment=aug, loss=loss)
+        for key in ("cache", "out"):  # relative to the config file
+            p = Path(getattr(cfg, key))
+            if not p.is_absolute():
+                setattr(cfg, key, str((base / p).resolve()))
+        return cfg
+
+
+class ArcFace(nn.Module):
+    """Additive angular margin softmax (Deng et al., 2019) over ``classes`` identity centres."""
+
+    def __init__(self, classes: int, dim: int = EMBEDDING_DIM, margin: float = 0.3, scale: float = 30.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = embedding @ F.normalize(self.weight, dim=-1).T
+        theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+        target = torch.cos(theta + self.margin)
+        onehot = F.one_hot(labels, cos.shape[1]).bool()
+        logits = torch.where(onehot, target, cos) * self.scale
+        return F.cross_entropy(logits, labels)
+
+
+def landmark_loss(pred: torch.Tensor, teacher: torch.Tensor, z_weight: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, per-face mean 2D distance / teacher IOD) for (B, 478, 3) tensors."""
+    iod = (teacher[:, 33, :2] - teacher[:, 263, :2]).norm(dim=-1).clamp_min(1.0)
+    d = (pred[..., :2] - teacher[..., :2]).norm(dim=-1).mean(-1) / iod
+    dz = (pred[..., 2] - teacher[..., 2]).abs().mean(-1) / iod
+    return (d + z_weight * dz).mean(), d.detach()
+
+
+def spoof_loss(logit: torch.Tensor, is_spoof: torch.Tensor) -> torch.Tensor:
+    """Live (0) / spoof (1) binary cross-entropy."""
+    return F.binary_cross_entropy_with_logits(logit, is_spoof.float())
+
+
+def lr_at(cfg: DistillConfig, step: int, progress: float) -> float:
+    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _sample_indices(cache: Cache, train: np.ndarray, with_id: np.ndarray, cfg: DistillConfig,
+                    rng: np.random.Generator) -> np.ndarray:
+    k = int(round(cfg.batch_size * cfg.identity_fraction)) if len(with_id) else 0
+    return np.concatenate([rng.choice(train, cfg.batch_size - k), rng.choice(with_id, k) if k else []]).astype(int)
+
+
+@torch.no_grad()
+def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Per-face mean distance to the teacher / teacher IOD on the un-augmented central crops of ``idx``."""
+    model.eval()
+    errs = []
+    for s in range(0, len(idx), batch):
+        b = make_batch(cache, idx[s:s + batch], model.input_size, Augment.none(), np.random.default_rng(0))
+        out = model(torch.from_numpy(b["image"]))
+        errs.append(landmark_loss(out.landmarks, torch.from_numpy(b["teacher"]))[1].numpy())
+    return np.concatenate(errs) if errs else np.zeros(0)
+
+
+def mean_shape(cache: Cache, idx: np.ndarray, size: int) -> torch.Tensor:
+    k = size / (cache.crops.shape[1] / 1.25)
+    t = cache.teacher[idx].mean(0).astype(np.float64)
+    out = t.copy()
+    out[:, :2] = (t[:, :2] - cache.crops.shape[1] / 2) * k + size / 2
+    out[:, 2] = t[:, 2] * k
+    return torch.from_numpy(out).float()
+
+
+def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
+    """Run the distillation recipe ``cfg``; returns the model (eval mode) and the log records."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    cache = Cache(Path(cfg.cache))
+    faces = cache.is_face & (cache.score >= 0.5)
+    train_idx = np.nonzero((cache.split == "train") & (faces | ~cache.is_face))[0]
+    with_id = np.nonzero((cache.identity >= 0) & faces)[0]
+    val_idx = np.nonzero((cache.split == "val") & faces)[0]
+    mirror = _mirror_478() if cfg.augment.flip else None
+    model = FaceTransformer(cfg.size, cfg.input_size)
+    model.init_mean_shape(mean_shape(cache, np.nonzero(faces & (cache.split == "train"))[0], model.input_size))
+    arc = ArcFace(max(len(cache.identities), 1), margin=cfg.arc_margin, scale=cfg.arc_scale)
+    params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0},
+              {"params": arc.parameters(), "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
+        f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
+    records: list[dict] = []
+    t0 = time.perf_counter()
+    step = 0
+    budget = cfg.minutes * 60.0
+    running: dict[str, float] = {}
+    while True:
+        elapsed = time.perf_counter() - t0
+        if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed >= budget):
+            break
+        progress = step / cfg.max_steps if cfg.max_steps else elapsed / budget
+        lr = lr_at(cfg, step, progress)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        idx = _sample_indices(cache, train_idx, with_id, cfg, rng)
+        b = make_batch(cache, idx, model.input_size, cfg.augment, rng, mirror)
+        out = model(torch.from_numpy(b["image"]))
+        face_mask = torch.from_numpy((b["is_face"] > 0) & (b["score"] >= 0.5))
+        teacher = torch.from_numpy(b["teacher"])
+        losses = {}
+        if face_mask.any():
+            losses["landmarks"], _ = landmark_loss(out.landmarks[face_mask], teacher[face_mask], cfg.loss.landmarks_z)
+            losses["expression"] = F.binary_cross_entropy(out.expression[face_mask].clamp(1e-6, 1 - 1e-6),
+                                                          torch.from_numpy(b["expression"])[face_mask])
+        ident = torch.from_numpy(b["identity"]).long()
+        has_id = ident >= 0
+        if has_id.any() and cfg.loss.embedding:
+            losses["embedding"] = arc(out.embedding[has_id], ident[has_id])
+        losses["presence"] = F.binary_cross_entropy_with_logits(out.face_logit, torch.from_numpy(b["score"]))
+        total = sum(getattr(cfg.loss, k) * v for k, v in losses.items())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        for k, v in {"total": total, **losses}.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "s": round(time.perf_counter() - t0, 1), "lr": lr,
+                   **{k: v / cfg.log_every for k, v in running.items()}}
+            running = {}
+            records.append(rec)
+            log(json.dumps(rec))
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size,
+                        "step": step}, out_dir / "checkpoint.pt")
+    model.eval()
+    torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size, "step": step},
+               out_dir / "checkpoint.pt")
+    err = evaluate_landmarks(model, cache, val_idx)
+    summary = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
+               "val_faces": int(len(val_idx)), "val_mean_iod_pct": float(100 * err.mean()) if len(err) else None}
+    log(json.dumps(summary))
+    (out_dir / "log.json").write_text(json.dumps({"records": records, "summary": summary}, indent=1))
+    return model, records
+
+
+def train_spoof(model: FaceTransformer, live: np.ndarray, spoof: np.ndarray, steps: int = 200, lr: float = 1e-3,
+                batch: int = 32, seed: int = 0) -> FaceTransformer:
+    """Fit the anti-spoofing head only (backbone frozen) on (N, 3, S, S) float crops in [0, 1] of live and
+    spoof faces. Entry point for when real live/spoof data exists; the shipped head was never trained."""
+    if not len(live) or not len(spoof):
+        raise ValueError("train_spoof needs live and spoof crops (there are none in this project's data)")
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([live, spoof]).astype(np.float32)
+    y = np.concatenate([np.zeros(len(live)), np.ones(len(spoof))]).astype(np.float32)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.spoof_out.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(model.spoof_out.parameters(), lr=lr)
+    model.eval()  # frozen BN statistics
+    for _ in range(steps):
+        i = rng.choice(len(x), batch)
+        loss = spoof_loss(model(torch.from_numpy(x[i])).spoof_logit, torch.from_numpy(y[i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="distil the face transformer from the Attention Mesh")
+    p.add_argument("config")
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    args = p.parse_args(argv)
+    cfg = DistillConfig.from_toml(args.config)
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
+    if args.max_steps is not None:
+        cfg.max_steps = args.max_steps
+    train(cfg, log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    main()

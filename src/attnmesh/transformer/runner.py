@@ -1,0 +1,138 @@
+"""Shipped face-transformer weights and drop-in landmark runners for ``FaceMesh``.
+
+* :func:`load_face_transformer`: the model with its shipped, sha256-checked weights
+  (``attnmesh/weights/face_transformer_<size>.safetensors``, entry ``face_transformer_<size>`` of the manifest).
+* :class:`TransformerLandmarkModel`: the :class:`attnmesh.pipeline.face_mesh.LandmarkModel` interface
+  (``input_size`` = 128, ``num_landmarks`` = 478, ``crop``/``crop_many``/``run``/``predict``/``predict_many``)
+  on PyTorch; ``fm.landmark_model = TransformerLandmarkModel()`` makes a ``FaceMesh`` use it.
+* :class:`OrtTransformerLandmarkModel`: the same on ONNX Runtime (``precision="fp32"`` or ``"int8"``; the graphs
+  are built by :mod:`attnmesh.transformer.export`).
+
+The presence score is the transformer's own face head (distilled from the teacher's presence on faces and
+random non-face crops of the training videos).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.face_transformer import FaceTransformer
+from ..pipeline.face_mesh import LandmarkModel
+from ..topology import NUM_REFINED_LANDMARKS
+from ..weights import load_state_dict, weights_dir
+
+DEFAULT_SIZE = "xs"
+
+
+def weights_name(size: str = DEFAULT_SIZE) -> str:
+    return f"face_transformer_{size}"
+
+
+def load_face_transformer(size: str = DEFAULT_SIZE, directory: Path | None = None) -> FaceTransformer:
+    """:class:`FaceTransformer` ``size`` with its shipped weights (sha256 verified), in eval mode."""
+    name = weights_name(size)
+    state = load_state_dict(name, directory)
+    info = _manifest_entry(name, directory)
+    model = FaceTransformer(size, int(info.get("input_size", 128)))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _manifest_entry(name: str, directory: Path | None = None) -> dict:
+    from ..weights import read_manifest
+
+    return read_manifest(directory)["models"][name]
+
+
+class TransformerLandmarkModel(LandmarkModel):
+    """``LandmarkModel`` interface on the face transformer (PyTorch)."""
+
+    def __init__(self, size: str = DEFAULT_SIZE, device: str | torch.device = "cpu",
+                 model: FaceTransformer | None = None) -> None:
+        self.refine = True
+        self.num_landmarks = NUM_REFINED_LANDMARKS
+        self.device = torch.device(device)
+        self.net = (model if model is not None else load_face_transformer(size)).eval().to(self.device)
+        self.input_size = self.net.input_size
+
+    @torch.inference_mode()
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if len(crops) == 0:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        if isinstance(crops, np.ndarray):
+            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        else:
+            x = crops.to(self.device)
+        out = self.net(x)
+        return out.landmarks.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """All heads for uint8 NHWC crops: landmarks, embedding, expression, spoof probability (untrained head),
+        face presence."""
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        out = self.net(x)
+        return {"landmarks": out.landmarks.cpu().numpy(), "embedding": out.embedding.cpu().numpy(),
+                "expression": out.expression.cpu().numpy(),
+                "spoof_untrained": torch.sigmoid(out.spoof_logit).cpu().numpy(),
+                "presence": torch.sigmoid(out.face_logit).cpu().numpy()}
+
+
+class OrtTransformerLandmarkModel(LandmarkModel):
+    """``LandmarkModel`` interface on ONNX Runtime: ``precision`` ``"fp32"`` or ``"int8"`` (dynamic quantization
+    of the MatMul/Gemm weights; see :mod:`attnmesh.transformer.export`)."""
+
+    def __init__(self, size: str = DEFAULT_SIZE, precision: str = "fp32", model_dir: Path | str | None = None,
+                 threads: int | None = None, device: str | torch.device = "cpu") -> None:
+        import onnxruntime as ort
+
+        from ..backends.onnxruntime import session_options
+        from .export import ensure_transformer_onnx
+
+        self.refine = True
+        self.num_landmarks = NUM_REFINED_LANDMARKS
+        self.device = torch.device("cpu")
+        self.path = ensure_transformer_onnx(size, precision, model_dir)
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        self.input_size = int(self.session.get_inputs()[0].shape[-1])
+
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from ..backends.onnxruntime import _nchw01, _sigmoid
+
+        if len(crops) == 0:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        landmarks, face_logit = self.session.run(["landmarks", "face_logit"], {"image": _nchw01(crops)})
+        return landmarks, _sigmoid(face_logit)
+
+
+def ship(checkpoint: Path | str, size: str = DEFAULT_SIZE, directory: Path | None = None,
+         info: dict | None = None) -> dict:
+    """Write ``face_transformer_<size>.safetensors`` (float16; the landmark head's bias, which holds pixel
+    positions up to 128, and integer buffers keep their dtypes) and merge ONE entry into the manifest."""
+    from safetensors.torch import save_file
+
+    from ..weights import MANIFEST_NAME, sha256_file
+
+    directory = Path(directory) if directory is not None else weights_dir()
+    ckpt = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    state = {}
+    for k, v in ckpt["model"].items():
+        if v.is_floating_point() and k != "landmark_out.bias":
+            v = v.half()
+        state[k] = v.contiguous()
+    name = weights_name(size)
+    path = directory / f"{name}.safetensors"
+    save_file(state, str(path), metadata={"model": name, "input_size": str(ckpt.get("input_size", 128))})
+    manifest_path = directory / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["models"][name] = {"file": path.name, "sha256": sha256_file(path), "dtype": "float16",
+                                "input_size": int(ckpt.get("input_size", 128)),
+                                "source": {"trained": "attnmesh.transformer.distill", **(info or {})}}
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest["models"][name]

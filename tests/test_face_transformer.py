@@ -1,0 +1,164 @@
+"""The face transformer: heads, patch folding, a short distillation run, ONNX parity, the shipped weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnmesh.models.face_transformer import (EMBEDDING_DIM, EXPRESSIONS, FaceTransformer, fold_patches,
+                                              unfold_patches)
+from attnmesh.weights import WeightsError
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "photos").is_dir(), reason="../shared/data not available")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("size", ["xs", "s"])
+def test_heads_shapes_and_gradients(size):
+    torch.manual_seed(0)
+    model = FaceTransformer(size).train()
+    x = torch.rand(3, 3, 128, 128)
+    out = model(x)
+    assert out.landmarks.shape == (3, 478, 3)
+    assert out.embedding.shape == (3, EMBEDDING_DIM)
+    torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(3))
+    assert out.expression.shape == (3, len(EXPRESSIONS))
+    assert ((out.expression >= 0) & (out.expression <= 1)).all()
+    assert out.spoof_logit.shape == (3,) and out.face_logit.shape == (3,)
+    heads = {"landmarks": model.landmark_out, "embedding": model.embedding_out, "expression": model.expression_out,
+             "spoof_logit": model.spoof_out, "face_logit": model.face_out}
+    for name, head in heads.items():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        target = torch.randn_like(getattr(out, name))
+        (getattr(out, name) * target).sum().backward()
+        for p in head.parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+        assert model.stem[0].weight.grad.abs().sum() > 0, name  # reaches the backbone
+        others = [h for n, h in heads.items() if n != name]
+        for h in others:
+            assert all(p.grad is None for p in h.parameters()), (name, "leaks into another head")
+
+
+def test_input_size_112():
+    with pytest.raises(ValueError):
+        FaceTransformer("xs", input_size=112)  # not a multiple of 32: the 4x4 head grid needs it
+    out = FaceTransformer("xs", input_size=96).eval()(torch.rand(1, 3, 96, 96))
+    assert out.landmarks.shape == (1, 478, 3)
+
+
+@pytest.mark.parametrize("patch,h,w", [(2, 16, 16), (4, 8, 12), (8, 16, 8), (1, 4, 4)])
+def test_unfold_fold_round_trip(patch, h, w):
+    x = torch.randn(2, 5, h, w)
+    tokens = unfold_patches(x, patch)
+    assert tokens.shape == (2 * patch * patch, h * w // patch**2, 5)
+    assert torch.equal(fold_patches(tokens, patch, h, w), x)
+    # sequence k of image 0 holds the pixel at offset (i, j) = divmod(k, patch) of every patch, raster order
+    i, j = 1 % patch, (patch - 1) % patch
+    k = i * patch + j
+    expected = x[0, :, i::patch, j::patch].reshape(5, -1).T
+    assert torch.equal(tokens[k], expected)
+
+
+@needs_data
+def test_short_distillation_loss_falls(tmp_path):
+    from attnmesh.transformer.data import Augment, collect, save_cache
+    from attnmesh.transformer.distill import DistillConfig, train
+
+    items = collect(DATA, sources=("300w",), limit=6, log=lambda s: None)
+    assert len(items) == 6
+    save_cache(items, tmp_path / "cache")
+    cfg = DistillConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run"), batch_size=6, lr=3e-3,
+                        warmup_steps=3, max_steps=40, log_every=5, checkpoint_every=0, augment=Augment.none())
+    cfg.loss.embedding = 0.0
+    model, records = train(cfg, log=lambda s: None)
+    lm = [r["landmarks"] for r in records]
+    assert len(lm) == 8
+    assert lm[-1] < 0.6 * lm[0], lm
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_onnx_export_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from attnmesh.transformer.export import OUTPUTS, export_face_transformer
+
+    torch.manual_seed(0)
+    models = {"random": FaceTransformer("xs").eval()}
+    try:
+        from attnmesh.transformer.runner import load_face_transformer
+
+        models["shipped"] = load_face_transformer("xs")
+    except WeightsError:
+        pass
+    x = torch.rand(3, 3, 128, 128)
+    for name, model in models.items():
+        path = export_face_transformer(model, tmp_path / f"{name}.onnx")
+        assert not model.training  # export must not leave the model in training mode
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        got = sess.run(list(OUTPUTS), {"image": x.numpy()})
+        with torch.no_grad():
+            ref = model(x)
+        for out_name, a in zip(OUTPUTS, got):
+            b = getattr(ref, out_name).numpy()
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() <= 1e-3, (name, out_name, float(np.abs(a - b).max()))
+
+
+@needs_data
+def test_shipped_weights_beat_mean_shape_on_held_out_faces():
+    """Held-out photos (never trained on): the shipped landmark head is much closer to the teacher than the
+    best constant predictor (the mean of the held-out teacher shapes themselves), and it runs in FaceMesh."""
+    import cv2
+
+    from attnmesh.pipeline.face_mesh import FaceMesh, LandmarkModel
+    from attnmesh.pipeline.tracking import roi_from_detection
+    from attnmesh.transformer.runner import TransformerLandmarkModel, weights_name
+    from attnmesh.weights import read_manifest
+
+    if weights_name("xs") not in read_manifest()["models"]:
+        pytest.skip("no shipped face_transformer_xs weights")
+    student = TransformerLandmarkModel("xs")
+    teacher = LandmarkModel(refine=True)
+    from attnmesh.pipeline.face_detector import FaceDetector
+
+    det = FaceDetector()
+    t_all, s_all = [], []
+    for path in sorted((DATA / "photos").glob("face-*")):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        rois = [roi_from_detection(d.box, d.keypoints) for d in det.process(rgb)[:2]]
+        if not rois:
+            continue
+        t, ts = teacher.run(teacher.crop(rgb, rois))
+        s, _ = student.run(student.crop(rgb, rois))
+        keep = ts >= 0.5
+        t_all.append(t[keep] * (128 / 192))
+        s_all.append(s[keep])
+    t = np.concatenate(t_all)
+    s = np.concatenate(s_all)
+    assert len(t) >= 4
+    iod = np.linalg.norm(t[:, 33, :2] - t[:, 263, :2], axis=-1)
+
+    def err(p):
+        return float((np.linalg.norm(p[..., :2] - t[..., :2], axis=-1).mean(-1) / iod).mean())
+
+    e_student, e_mean = err(s), err(np.broadcast_to(t.mean(0), t.shape))
+    assert e_student < 0.5 * e_mean, (e_student, e_mean)
+    with FaceMesh(static_image_mode=True, backend="torch") as fm:
+        fm.landmark_model = student
+        faces = fm.process(cv2.cvtColor(cv2.imread(str(DATA / "photos" / "face-biden.jpg")), cv2.COLOR_BGR2RGB))
+    assert len(faces) == 1 and faces[0].landmarks.shape == (478, 3)
