@@ -29,9 +29,10 @@ def _box(points: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
-             max_faces: int = 4, progress: bool = True) -> dict[str, Any]:
+             max_faces: int = 4, progress: bool = True,
+             batch_size: int = 32, chunk: int = 64) -> dict[str, Any]:
     """Run ``models`` (names or weight paths) on the images of ``records`` (see
-    :mod:`attnmesh.train.datasets`); returns ``{"models": {name: summary}, "drift": {...}, "per_face": ...}``.
+    :mod:`attnmesh.train.datasets`); returns ``{"models": {name: summary}, "drift": {name: ...}, ...}``.
     Records without 68-point annotations only contribute to the drift."""
     import torch
 
@@ -55,32 +56,41 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
         from tqdm import tqdm
 
         bar = tqdm(total=len(records), desc="eval", unit="img", dynamic_ncols=True)
-    li = -1
-    for r in records:
-        image = read_rgb(r.image_path)
-        dets = detector.process(image)[:max_faces]
-        rois = [roi_from_detection(d.box, d.keypoints) for d in dets]
-        if r.points68 is not None:
-            li += 1
+    li = 0
+    for c0 in range(0, len(records), chunk):
+        part = records[c0:c0 + chunk]
+        images = [read_rgb(r.image_path) for r in part]
+        rois = [[roi_from_detection(d.box, d.keypoints) for d in dets[:max_faces]]
+                for dets in detector.process_batch(images)]
+        items = [(im, roi) for im, rs in zip(images, rois) for roi in rs]
         for m in models:
             lm.net.load_state_dict(states[m])
-            chosen = None
-            if rois:
-                with torch.inference_mode():
-                    points, scores = lm.predict(image, rois)
-                faces = [p for p, s in zip(points, scores) if s >= 0.5]
+            points = np.zeros((0, 478, 3), np.float32)
+            scores = np.zeros((0,), np.float32)
+            with torch.inference_mode():
+                for b0 in range(0, len(items), batch_size):
+                    p, s = lm.predict_many(items[b0:b0 + batch_size])
+                    points, scores = np.concatenate([points, p]), np.concatenate([scores, s])
+            k = 0
+            lj = li
+            for r, rs in zip(part, rois):
+                faces = [points[k + j] for j in range(len(rs)) if scores[k + j] >= 0.5]
+                k += len(rs)
+                chosen = None
                 if r.points68 is not None:
                     gbox = _box(r.points68)
-                    ious = [box_iou(_box(maps.to_68(p, "fixed")), gbox) for p in faces]
+                    ious = [box_iou(_box(maps.to_68(f, "fixed")), gbox) for f in faces]
                     if ious and max(ious) >= MATCH_IOU:
                         chosen = faces[int(np.argmax(ious))]
+                    if chosen is not None:
+                        pred68[m][lj] = maps.to_68(chosen, mapping)
+                    lj += 1
                 elif faces:
                     chosen = faces[0]
-            full[m].append(chosen)
-            if chosen is not None and r.points68 is not None:
-                pred68[m][li] = maps.to_68(chosen, mapping)
+                full[m].append(chosen)
+        li += sum(r.points68 is not None for r in part)
         if bar is not None:
-            bar.update(1)
+            bar.update(len(part))
     if bar is not None:
         bar.close()
     report: dict[str, Any] = {"mapping": mapping, "images": len(records), "annotated": len(labelled),

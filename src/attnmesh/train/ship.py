@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", dir
     ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     file = directory / f"{name}.safetensors"
     export_weights(net, file, torch.float16, metadata={"source": f"attnmesh train {config.name}, step {ckpt['step']}"})
+    os.chmod(file, 0o644)
     # float16 check: landmarks of a random batch agree closely
     half = load_net(str(file)).eval()
     x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
