@@ -17,6 +17,9 @@ Losses (weights in the config's ``[loss]``):
 * ``spoof``: BCE against live(0)/spoof(1) labels. Weight 0: there is no live/spoof data in this project, so
   the shipped head is untrained. :func:`train_spoof` is the entry point for when such data exists.
 
+Phase 2 (:func:`refit_heads`, ``refit_epochs``): the backbone frozen, the embedding and expression heads are
+refitted on cached pooled features of a few augmented views of every training face (seconds per epoch).
+
 The learning rate follows a warm-up then a cosine over the *wall-clock* budget (``minutes``), so a run ends on
 time on a shared CPU whatever its speed.
 """
@@ -68,6 +71,8 @@ class DistillConfig:
     identity_fraction: float = 0.25  # share of each batch drawn from YTF identities (the embedding's signal)
     log_every: int = 20
     checkpoint_every: int = 200
+    refit_epochs: int = 60  # phase 2 (frozen backbone): embedding and expression heads; 0 = skip
+    refit_copies: int = 3
     augment: Augment = field(default_factory=Augment)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -226,6 +231,59 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     return model, records
 
 
+@torch.no_grad()
+def pooled_features(model: FaceTransformer, cache: Cache, idx: np.ndarray, aug: Augment, rng: np.random.Generator,
+                    mirror: np.ndarray | None = None, batch: int = 64) -> np.ndarray:
+    """(len(idx), C) globally pooled last features (the input of the embedding/expression/spoof heads)."""
+    model.eval()
+    feats = []
+    for s in range(0, len(idx), batch):
+        b = make_batch(cache, idx[s:s + batch], model.input_size, aug, rng, mirror)
+        feats.append(model(torch.from_numpy(b["image"])).features.mean((2, 3)).numpy())
+    return np.concatenate(feats)
+
+
+def refit_heads(model: FaceTransformer, cfg: DistillConfig, copies: int = 3, epochs: int = 60, log=print) -> dict:
+    """Phase 2: with the backbone frozen, refit the embedding head (ArcFace over the YTF training identities)
+    and the expression head (BCE) on the pooled features of ``copies`` augmented views of every training face
+    (computed once, so hundreds of epochs cost seconds). Returns the final losses."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    cache = Cache(Path(cfg.cache))
+    faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5))[0]
+    mirror = _mirror_478() if cfg.augment.flip else None
+    views = [Augment.none()] + [cfg.augment] * (copies - 1)
+    feats = np.concatenate([pooled_features(model, cache, faces, v, rng, mirror) for v in views])
+    idx = np.tile(faces, len(views))
+    x = torch.from_numpy(feats)
+    ident = torch.from_numpy(cache.identity[idx]).long()
+    expr = torch.from_numpy(cache.expression[idx])
+    arc = ArcFace(max(len(cache.identities), 1), margin=cfg.arc_margin, scale=cfg.arc_scale)
+    heads = [model.embedding_out, model.expression_out]
+    opt = torch.optim.AdamW([p for h in heads for p in h.parameters()] + list(arc.parameters()), lr=3e-3,
+                            weight_decay=1e-3)
+    has_id = ident >= 0
+    losses = {}
+    for epoch in range(epochs):
+        for h in heads:
+            h.train()
+        perm = torch.randperm(len(x))
+        for s in range(0, len(x), 256):
+            j = perm[s:s + 256]
+            e_loss = F.binary_cross_entropy(torch.sigmoid(model.expression_out(x[j])).clamp(1e-6, 1 - 1e-6), expr[j])
+            k = j[has_id[j]]
+            a_loss = arc(F.normalize(model.embedding_out(x[k]), dim=-1), ident[k]) if len(k) > 1 else x.new_zeros(())
+            loss = e_loss + a_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses = {"expression": e_loss.item(), "embedding": a_loss.item()}
+        if (epoch + 1) % 10 == 0:
+            log(json.dumps({"refit_epoch": epoch + 1, **losses}))
+    model.eval()
+    return losses
+
+
 def train_spoof(model: FaceTransformer, live: np.ndarray, spoof: np.ndarray, steps: int = 200, lr: float = 1e-3,
                 batch: int = 32, seed: int = 0) -> FaceTransformer:
     """Fit the anti-spoofing head only (backbone frozen) on (N, 3, S, S) float crops in [0, 1] of live and
@@ -259,13 +317,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("config")
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--refit-only", action="store_true",
+                   help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
     args = p.parse_args(argv)
     cfg = DistillConfig.from_toml(args.config)
     if args.minutes is not None:
         cfg.minutes = args.minutes
     if args.max_steps is not None:
         cfg.max_steps = args.max_steps
-    train(cfg, log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    torch.set_num_threads(cfg.threads)
+    if args.refit_only:
+        ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
+        model = FaceTransformer(ck["size"], ck["input_size"])
+        model.load_state_dict(ck["model"])
+        step = ck["step"]
+    else:
+        model, _ = train(cfg, log=log)
+        step = None
+    if cfg.refit_epochs:
+        refit_heads(model, cfg, copies=cfg.refit_copies, epochs=cfg.refit_epochs, log=log)
+        ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
+        torch.save({**ck, "model": model.state_dict(), "refit": True}, Path(cfg.out) / "checkpoint.pt")
+        log(f"refit heads saved to {Path(cfg.out) / 'checkpoint.pt'} (distillation step {step or ck['step']})")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class OrtTransformerLandmarkModel(LandmarkModel):
 
 
 def ship(checkpoint: Path | str, size: str = DEFAULT_SIZE, directory: Path | None = None,
-         info: dict | None = None) -> dict:
+         recipe: str = "configs/face_transformer_xs.toml", info: dict | None = None) -> dict:
     """Write ``face_transformer_<size>.safetensors`` (float16; the landmark head's bias, which holds pixel
     positions up to 128, and integer buffers keep their dtypes) and merge ONE entry into the manifest."""
     from safetensors.torch import save_file
@@ -130,9 +130,27 @@ def ship(checkpoint: Path | str, size: str = DEFAULT_SIZE, directory: Path | Non
     save_file(state, str(path), metadata={"model": name, "input_size": str(ckpt.get("input_size", 128))})
     manifest_path = directory / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
+    # "fine_tuned" is the manifest's key for weights trained here (tests/test_convert.py): "from" names the
+    # teacher; the student itself starts from random initialisation ("kind").
     manifest["models"][name] = {"file": path.name, "sha256": sha256_file(path), "dtype": "float16",
                                 "input_size": int(ckpt.get("input_size", 128)),
-                                "source": {"trained": "attnmesh.transformer.distill", **(info or {})}}
+                                "fine_tuned": {"from": "attention_mesh", "recipe": recipe,
+                                               "kind": "distillation: student trained from scratch, "
+                                                       "'from' is the teacher",
+                                               "steps": int(ckpt.get("step", 0)), **(info or {})}}
     manifest["models"] = dict(sorted(manifest["models"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest["models"][name]
+
+
+def make_transformer_model(device: str | torch.device = "cpu", backend: str = "auto", size: str = DEFAULT_SIZE,
+                           precision: str = "fp32", **options) -> LandmarkModel:
+    """The landmark runner for ``FaceMesh(model="transformer")``: ONNX Runtime (fp32, or dynamic ``int8``) when
+    ``backend`` resolves to it (see :func:`attnmesh.backends.resolve_backend`), else PyTorch."""
+    from ..backends import resolve_backend
+
+    if resolve_backend(backend, device) == "onnxruntime":
+        return OrtTransformerLandmarkModel(size, precision=precision, device=device, **options)
+    if precision != "fp32":
+        raise ValueError("INT8 runs on ONNX Runtime only (backend='onnxruntime')")
+    return TransformerLandmarkModel(size, device=device)
