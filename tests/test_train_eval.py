@@ -138,3 +138,35 @@ def test_checkpoint_resume_gives_identical_next_steps(tmp_path: Path) -> None:
     a = load_net(str(tmp_path / "a" / "last.pt")).state_dict()
     b = load_net(str(tmp_path / "b" / "last.pt")).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@needs_data
+def test_eval_command_counts_missed_faces(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    import cv2
+
+    from attnmesh.train.commands import main
+
+    torch.set_num_threads(1)
+    data = tmp_path / "set" / "faces"
+    data.mkdir(parents=True)
+    for src in w300_records(W300, split="val")[:2]:
+        shutil.copy(src.image_path, data / src.image_path.name)
+        shutil.copy(src.image_path.with_suffix(".pts"), data / (src.image_path.stem + ".pts"))
+    # a face-less image with an annotation: a missed face, counted as a failure
+    cv2.imwrite(str(data / "blank.jpg"), np.full((200, 200, 3), 128, np.uint8))
+    shutil.copy(src.image_path.with_suffix(".pts"), data / "blank.pts")
+    out = tmp_path / "report.json"
+    rc = main(["eval", str(tmp_path / "set"), "--model", "attention_mesh", "--model", "attention_mesh_300w",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    for name in ("attention_mesh", "attention_mesh_300w"):
+        s = report["models"][name]
+        assert s["faces"] == 3 and s["missed"] == 1
+        assert s["failure_rate"] >= 100 / 3 - 1e-6
+        assert 0 < s["nme_all"] < 10
+    assert report["drift"]["attention_mesh_300w"]["faces"] == 2
+    assert "attention_mesh_300w" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "nothing")]) == 1
