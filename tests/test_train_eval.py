@@ -12,7 +12,7 @@ import torch
 
 from attnmesh.eval import maps, metrics
 from attnmesh.train.datasets import (AugmentConfig, FaceCrops, corrected_targets, correction_kernel, mirror_points,
-                                     split_of, teacher_labels, w300_records, warp_crop)
+                                     split_of, teacher_labels, w300_records)
 from attnmesh.train.trainer import Trainer, config_from_dict, load_net
 
 from reference import W300

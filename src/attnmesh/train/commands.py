@@ -70,7 +70,8 @@ def _write_atomic(path: Path, writer: Any, what: str) -> None:
 # -- eval -----------------------------------------------------------------------------------------------------
 
 
-def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+def add_eval(sub: argparse._SubParsersAction,
+             common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval", parents=_common(common), help="landmark error (Table 2 of the paper) on an annotated data set",
         description="Normalised mean error on the 68 iBUG points (all points / inter-ocular distance, eyes / "
@@ -146,7 +147,8 @@ def run_eval(args: argparse.Namespace) -> int:
 # -- train ----------------------------------------------------------------------------------------------------
 
 
-def add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+def add_train(sub: argparse._SubParsersAction,
+              common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", parents=_common(common), help="fine-tune the Attention Mesh (two phases, distillation)",
         description="Train from a config file (.toml, .json, .yaml): phase 1 on ideal region crops from the "
