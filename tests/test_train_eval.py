@@ -167,6 +167,6 @@ def test_eval_command_counts_missed_faces(tmp_path: Path, capsys: pytest.Capture
         assert s["faces"] == 3 and s["missed"] == 1
         assert s["failure_rate"] >= 100 / 3 - 1e-6
         assert 0 < s["nme_all"] < 10
-    assert report["drift"]["attention_mesh_300w"]["faces"] == 2
+    assert report["drift"]["attention_mesh_300w"]["faces"] >= 2
     assert "attention_mesh_300w" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nothing")]) == 1

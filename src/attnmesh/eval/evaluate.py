@@ -6,7 +6,8 @@ presence score reaches 0.5 — exactly ``FaceMesh.process`` in static mode. The 
 annotation is the one whose 68 mapped points' box overlaps the annotation's box most (IoU >= 0.3); an image
 with no such face is a **missed face**: it counts as a failure (error = infinity), never dropped.
 
-With two or more models, the **mesh drift** of each model from the first is reported on the faces both found:
+With two or more models, the **mesh drift** of each model from the first is reported on every face both found
+(every detection ROI, up to ``max_faces`` per image, where both presence scores reach 0.5):
 the distance between their landmarks over the vertices NOT in the mesh->68 map ("the other mesh points"),
 in percent of the first model's inter-ocular distance.
 """
@@ -50,7 +51,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
     labelled = [r for r in records if r.points68 is not None]
     pred68 = {m: np.full((len(labelled), 68, 2), np.nan) for m in models}
     gt68 = np.stack([r.points68 for r in labelled]) if labelled else np.zeros((0, 68, 2))
-    full: dict[str, list[np.ndarray | None]] = {m: [] for m in models}
+    every: dict[str, list[np.ndarray | None]] = {m: [] for m in models}  # each detection ROI, in order
     bar = None
     if progress:
         from tqdm import tqdm
@@ -75,6 +76,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
             lj = li
             for r, rs in zip(part, rois):
                 faces = [points[k + j] for j in range(len(rs)) if scores[k + j] >= 0.5]
+                every[m] += [points[k + j] if scores[k + j] >= 0.5 else None for j in range(len(rs))]
                 k += len(rs)
                 chosen = None
                 if r.points68 is not None:
@@ -85,9 +87,6 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
                     if chosen is not None:
                         pred68[m][lj] = maps.to_68(chosen, mapping)
                     lj += 1
-                elif faces:
-                    chosen = faces[0]
-                full[m].append(chosen)
         li += sum(r.points68 is not None for r in part)
         if bar is not None:
             bar.update(len(part))
@@ -101,10 +100,10 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
             report["models"][m] = metrics.summarize(pred68[m], gt68)
             errors[m] = metrics.face_errors(pred68[m], gt68)["all"]
         else:
-            report["models"][m] = {"faces": len(records), "missed": sum(p is None for p in full[m])}
+            report["models"][m] = {"images": len(records), "faces": sum(p is not None for p in every[m])}
     base = models[0]
     for m in models[1:]:
-        pairs = [(a, b) for a, b in zip(full[base], full[m]) if a is not None and b is not None]
+        pairs = [(a, b) for a, b in zip(every[base], every[m]) if a is not None and b is not None]
         report["drift"][m] = {"against": base, **metrics.mesh_drift([a for a, _ in pairs], [b for _, b in pairs],
                                                                      np.unique(index_map))}
     report["_errors_all"] = errors

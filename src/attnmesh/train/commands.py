@@ -89,6 +89,8 @@ def add_eval(sub: argparse._SubParsersAction,
                    help="validation share of the hash split (default: 0.15)")
     p.add_argument("--map", dest="mapping", choices=("fixed", "linear"), default="fixed",
                    help="mesh -> 68 points: the fixed index map or the fitted linear map (default: fixed)")
+    p.add_argument("--max-faces", type=_positive_int, default=4, metavar="N",
+                   help="most faces per image, as FaceMesh(max_num_faces=N) (default: 4)")
     p.add_argument("--out", metavar="REPORT.json", help="write the report as JSON")
     p.add_argument("--ced", metavar="CED.png", help="write the cumulative error distribution plot (needs matplotlib)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -126,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     try:
-        report = evaluate(records, models, mapping=args.mapping, device=args.device,
+        report = evaluate(records, models, mapping=args.mapping, device=args.device, max_faces=args.max_faces,
                           progress=not args.no_progress and sys.stderr.isatty())
     except WeightsError as e:
         raise CliError(str(e)) from None
