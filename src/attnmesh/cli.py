@@ -92,8 +92,9 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="inference backend (default: auto = ONNX Runtime on CPU when installed, else torch)")
-    p.add_argument("--model", choices=("attention", "cascade"), default="attention",
-                   help="landmark model: the Attention Mesh, or the paper's face mesh + iris cascade")
+    p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w"), default="attention",
+                   help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, or the Attention "
+                        "Mesh fine-tuned on 300-W (docs/model_card_300w.md; torch backend)")
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:
@@ -720,6 +721,7 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 # The application commands live beside their code and reuse this module's CliError and argument types, so
 # they are imported once those exist.
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet  # noqa: E402
+from .train.commands import add_eval, add_train, run_eval, run_train  # noqa: E402
 
 COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "demo": (add_demo, run_demo),
@@ -728,6 +730,8 @@ COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argp
     "webcam": (add_webcam, run_webcam),
     "makeup": (add_makeup, run_makeup),
     "puppet": (add_puppet, run_puppet),
+    "eval": (add_eval, run_eval),
+    "train": (add_train, run_train),
 }
 
 

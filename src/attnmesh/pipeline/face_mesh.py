@@ -36,6 +36,10 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return as_rgb_uint8(image)
 
 
+#: Shipped fine-tuned Attention Mesh weights selectable as ``FaceMesh(model=...)`` (docs/model_card_300w.md).
+FINE_TUNED_MODELS = ("attention_mesh_300w",)
+
+
 class LandmarkModel:
     """A landmark network with its shipped weights, run on batches of ROI crops.
 
@@ -45,12 +49,13 @@ class LandmarkModel:
 
     input_size = INPUT_SIZE
 
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu") -> None:
+    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
+                 weights: str = "attention_mesh") -> None:
         self.refine = refine
         self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
         self.device = torch.device(device)
         net = AttentionMesh() if refine else FaceLandmarkModel()
-        name = "attention_mesh" if refine else "face_landmark"
+        name = weights if refine else "face_landmark"
         self.net = load_model_weights(net, name).eval().to(self.device)
 
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
@@ -106,7 +111,9 @@ class FaceMesh:
         device: torch device for the networks ("cpu", "cuda", ...).
         model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
             ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
-            model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``).
+            model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``), or
+            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch backend; see
+            docs/model_card_300w.md).
         backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
             ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
             (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
@@ -128,7 +135,13 @@ class FaceMesh:
         from ..backends import make_cascade_model, make_face_detector, make_landmark_model
 
         self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend)
-        if model == "attention":
+        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights (torch only)
+            if not refine_landmarks:
+                raise ValueError(f"model={model!r} is an Attention Mesh; it needs refine_landmarks=True")
+            if backend == "onnxruntime":
+                raise ValueError(f"model={model!r} runs on the torch backend only")
+            self.landmark_model = LandmarkModel(refine=True, device=device, weights=model)
+        elif model == "attention":
             self.landmark_model: LandmarkModel | CascadeLandmarkModel = make_landmark_model(
                 refine=refine_landmarks, device=device, backend=backend)
         elif model == "cascade":
@@ -136,7 +149,7 @@ class FaceMesh:
                 raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
             self.landmark_model = make_cascade_model(device=device, backend=backend)
         else:
-            raise ValueError(f"model must be 'attention' or 'cascade', got {model!r}")
+            raise ValueError(f"model must be 'attention', 'cascade' or one of {FINE_TUNED_MODELS}, got {model!r}")
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
