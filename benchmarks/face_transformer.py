@@ -15,7 +15,9 @@
    annotation with IoU >= 0.3, a missed face is a failure).
 3. **Speed**, model only, batch 1 (one face), ``--threads`` intra-op threads: faces/s on torch CPU fp32, ONNX
    Runtime fp32 and INT8. Runners are timed interleaved (round robin), each cell the median over rounds.
-4. **Attention cost vs patch count**: one MobileViT block of the model's /8 stage (16x16 map, 48 channels,
+4. **Other heads** (:mod:`attnmesh.transformer.evaluate`): verification on held-out YTF identities (with a
+   random-init network as reference) and the expression head against its landmark-derived labels.
+5. **Attention cost vs patch count**: one MobileViT block of the model's /8 stage (16x16 map, 48 channels,
    transformer width 64, 2 layers) with patch sides 1, 2, 4, 8: tokens per sequence ``N = 256 / p^2``, ``p^2``
    sequences; multiply-adds of the two attention products (``2 p^2 N^2 d`` per layer) and of the linear layers,
    and the measured time of the transformer layers and of the whole block.
@@ -229,6 +231,14 @@ def main() -> None:
         report["nme_300w_val"] = nme_300w(teacher, student, detector)
         print(f"300-W: {time.perf_counter() - t0:.0f} s")
 
+    from attnmesh.transformer.evaluate import expression, verification
+
+    torch.manual_seed(0)
+    report["verification_ytf_held_out"] = {"face transformer xs": verification(model, cache),
+                                           "random-init network (reference)": verification(
+                                               FaceTransformer("xs").eval(), cache)}
+    report["expression_held_out"] = expression(model, cache)
+
     # speed, model only, batch 1
     from attnmesh.backends.onnxruntime import OrtGraph
     from attnmesh.export.onnx import build_module, default_cache_dir
@@ -276,6 +286,21 @@ def print_tables(r: dict) -> None:
             for m, s in n.items():
                 print(f"| {m} | {s['faces']} | {s['nme_all']:.2f} | {s['nme_eyes']:.2f} | {s['nme_lips']:.2f} | "
                       f"{s['failure_rate']:.2f} | {s['auc']:.2f} | {s['missed']} |")
+    v = r.get("verification_ytf_held_out")
+    if v:
+        first = next(iter(v.values()))
+        print(f"\n### Verification, held-out YTF identities ({first['identities']} people, {first['faces']} faces, "
+              f"{first['genuine_pairs']} genuine / {first['impostor_pairs']} impostor pairs)\n")
+        print("| embedding | TAR@FAR=1% | TAR@FAR=0.1% | ROC AUC | accuracy (balanced, 10-fold) |\n|---|---|---|---|---|")
+        for m, s in v.items():
+            print(f"| {m} | {100 * s['tar@far=1%']:.1f} | {100 * s['tar@far=0.1%']:.1f} | {s['roc_auc']:.3f} | "
+                  f"{100 * s['accuracy_10fold_balanced']:.1f} |")
+    e = r.get("expression_held_out")
+    if e:
+        print(f"\n### Expression head vs landmark-derived labels, held-out faces ({next(iter(e.values()))['faces']})\n")
+        print("| output | MAE | MAE of the constant mean | Pearson r |\n|---|---|---|---|")
+        for k, s in e.items():
+            print(f"| {k} | {s['mae']:.3f} | {s['mae_constant_mean']:.3f} | {s['pearson_r']:.2f} |")
     print(f"\n### Speed, model only, batch 1, {r['threads']} thread(s) (faces/s)\n")
     sp = r["speed_faces_per_s"]
     models = sorted({k.split(" | ")[0] for k in sp})
