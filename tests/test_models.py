@@ -141,3 +141,23 @@ def test_process_batch_equals_process() -> None:
         for a, b in zip(single, faces):
             assert np.abs(a.landmarks - b.landmarks).max() <= 1e-3
             assert abs(a.score - b.score) <= 1e-5
+
+
+@pytest.mark.parametrize("model, bound", [("cascade", 0.03), ("attention_mesh_300w", 0.05), ("transformer", 0.10)])
+def test_landmark_model_options_agree_with_the_attention_mesh(model: str, bound: float) -> None:
+    """FaceMesh(model=...) runs the selected network end to end; on real photos its mesh stays close to the
+    imported Attention Mesh (mean distance / inter-ocular distance; bounds from the model cards)."""
+    import attnmesh
+    from reference import interocular
+
+    images = [read_rgb(p) for p in photo_paths()[:4]]
+    reference = attnmesh.FaceMesh(static_image_mode=True).process_batch(images)
+    ours = attnmesh.FaceMesh(static_image_mode=True, model=model).process_batch(images)
+    errors = []
+    for ref_faces, faces in zip(reference, ours):
+        assert len(faces) == len(ref_faces)
+        for a, b in zip(faces, ref_faces):
+            assert a.landmarks.shape == (478, 3)
+            distance = np.linalg.norm(a.landmarks[:, :2] - b.landmarks[:, :2], axis=1).mean()
+            errors.append(distance / interocular(b.landmarks))
+    assert errors and float(np.mean(errors)) <= bound, errors

@@ -92,9 +92,11 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="inference backend (default: auto = ONNX Runtime on CPU when installed, else torch)")
-    p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w"), default="attention",
-                   help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, or the Attention "
-                        "Mesh fine-tuned on 300-W (docs/model_card_300w.md; torch backend)")
+    p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w", "transformer"),
+                   default="attention",
+                   help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, the Attention "
+                        "Mesh fine-tuned on 300-W (torch backend), or the distilled face transformer "
+                        "(docs/model_card_face_transformer.md)")
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:

@@ -113,7 +113,8 @@ class FaceMesh:
             ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
             model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``), or
             ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch backend; see
-            docs/model_card_300w.md).
+            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, torch
+            or ONNX Runtime; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
         backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
             ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
             (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
@@ -148,8 +149,15 @@ class FaceMesh:
             if not refine_landmarks:
                 raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
             self.landmark_model = make_cascade_model(device=device, backend=backend)
+        elif model == "transformer":  # distilled face transformer (docs/model_card_face_transformer.md)
+            if not refine_landmarks:
+                raise ValueError("model='transformer' gives 478 landmarks; it needs refine_landmarks=True")
+            from ..transformer.runner import make_transformer_model
+
+            self.landmark_model = make_transformer_model(device=device, backend=backend)
         else:
-            raise ValueError(f"model must be 'attention', 'cascade' or one of {FINE_TUNED_MODELS}, got {model!r}")
+            raise ValueError(f"model must be 'attention', 'cascade', 'transformer' or one of {FINE_TUNED_MODELS}, "
+                             f"got {model!r}")
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
