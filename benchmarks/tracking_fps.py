@@ -26,13 +26,9 @@ import attnmesh  # noqa: E402
 
 
 def engines(max_faces: int, threads: int) -> dict:
-    from attnmesh.backends.onnxruntime import OrtFaceDetector, OrtLandmarkModel
-
     def ours(backend: str):
-        fm = attnmesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces, refine_landmarks=True)
-        if backend == "onnxruntime":  # what FaceMesh(backend="onnxruntime") wires in
-            fm.detector = OrtFaceDetector(fm.detector.min_detection_confidence, threads=threads)
-            fm.landmark_model = OrtLandmarkModel(refine=True, threads=threads)
+        fm = attnmesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces, refine_landmarks=True,
+                               backend=backend)
         return lambda frame: fm.process(frame), fm.reset
 
     def mediapipe():
