@@ -30,6 +30,7 @@ from ..models.cascade import EYE_ROI_SCALE, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS,
 from ..models.face_landmark import FaceLandmarkModel
 from ..models.iris import NUM_EYE_POINTS, IrisLandmarkModel
 from ..weights import load_model_weights
+from .tensors import crops_to_tensor
 
 EYE_CROP_MODES = ("mediapipe", "bilinear")
 
@@ -99,7 +100,7 @@ class CascadeLandmarkModel:
         self.iris_net = load_model_weights(IrisLandmarkModel(), "iris_landmark").eval().to(self.device)
 
     def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return crops_to_tensor(crops, self.device)
 
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, 478, 3) in image pixels (z in pixels on the scale of x, relative depth) and

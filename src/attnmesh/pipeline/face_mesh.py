@@ -24,6 +24,7 @@ from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from ..weights import load_model_weights
 from .cascade import CascadeLandmarkModel
 from .results import Detection, Face
+from .tensors import crops_to_tensor
 from .tracking import associate, roi_from_detection, roi_from_landmarks
 
 
@@ -75,11 +76,7 @@ class LandmarkModel:
         (or a float NCHW tensor in [0, 1])."""
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        if isinstance(crops, np.ndarray):
-            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        else:
-            x = crops.to(self.device)
-        out = self.net(x)
+        out = self.net(crops_to_tensor(crops, self.device))
         points = out.landmarks if self.refine else out.mesh
         return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
 

@@ -22,6 +22,7 @@ import torch
 
 from ..models.face_transformer import FaceTransformer
 from ..pipeline.face_mesh import LandmarkModel
+from ..pipeline.tensors import crops_to_tensor
 from ..topology import NUM_REFINED_LANDMARKS
 from ..weights import load_state_dict, weights_dir
 
@@ -63,19 +64,14 @@ class TransformerLandmarkModel(LandmarkModel):
     def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        if isinstance(crops, np.ndarray):
-            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        else:
-            x = crops.to(self.device)
-        out = self.net(x)
+        out = self.net(crops_to_tensor(crops, self.device))
         return out.landmarks.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
 
     @torch.inference_mode()
     def analyze(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """All heads for uint8 NHWC crops: landmarks, embedding, expression, spoof probability (untrained head),
         face presence."""
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        out = self.net(x)
+        out = self.net(crops_to_tensor(crops, self.device))
         return {"landmarks": out.landmarks.cpu().numpy(), "embedding": out.embedding.cpu().numpy(),
                 "expression": out.expression.cpu().numpy(),
                 "spoof_untrained": torch.sigmoid(out.spoof_logit).cpu().numpy(),
