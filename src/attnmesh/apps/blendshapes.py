@@ -21,8 +21,8 @@ the subject's left). See :data:`BLENDSHAPE_NAMES` and :func:`_handle_displacemen
 Coefficients (:func:`solve_coefficients`): the face's landmarks are brought into the canonical frame with the
 head pose removed (:func:`metric_landmarks`, from :func:`attnmesh.geometry.face_geometry.estimate_face_geometry`,
 the irises mapped by a local affine fit), the user's neutral face is subtracted, and ``min ||B c - d||`` is
-solved with ``0 <= c <= 1`` (``scipy.optimize.lsq_linear``) over the *feature* vertices (lips, eye regions,
-irises, face oval: :func:`feature_ids`).
+solved with ``0 <= c <= 1`` (``scipy.optimize.lsq_linear``, with a small sparsity prior) over the lips, the eye
+contours, the irises and the face oval (:func:`solver_ids`; the network sees all of :func:`feature_ids`).
 
 Identity normalisation (:func:`neutral_from_landmarks`): the user's neutral face is the canonical face morphed
 by Laplacian editing so that its feature vertices land on the user's measured ones, keeping the canonical
@@ -365,21 +365,42 @@ def neutral_from_landmarks(metric: np.ndarray, weight: float = 1e3) -> np.ndarra
 # ------------------------------------------------------------------------------------------------- solver
 
 RIDGE = 1e-3  # tiny L2 pull towards 0: picks the smaller of near-equivalent solutions (e.g. look in + out)
+#: L1 (sparsity) prior, a linear term since c >= 0: an expression uses few shapes, and opposite shapes used
+#: together (blink + wide, look in + out) cost without moving anything. Folded into the same bounded solve.
+SPARSITY = 0.01
+
+
+@functools.lru_cache(maxsize=1)
+def solver_ids() -> np.ndarray:
+    """The points the solver fits (a subset of :func:`feature_ids`): the lips, the face oval, the irises and,
+    of each 71-point eye region, only the 16-point eye contour. The rest of the eye regions (the brows and the
+    rings around the eye) move with brow raises and frowns, which no shape models; fitting them made
+    eyeBlink/eyeWide/eyeLookDown absorb brow motion on real video."""
+    from ..topology import LIPS
+
+    contours = set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER)
+    ids = set(LIPS) | set(_regions()["oval"].tolist()) | contours | set(range(468, 478))
+    out = np.array(sorted(ids), np.int64)
+    out.setflags(write=False)
+    return out
 
 
 class BlendshapeSolver:
-    """Bounded least squares ``min ||B c - (metric - neutral)||^2 + RIDGE ||c||^2``, ``0 <= c <= 1``, over the
-    feature points. ``neutral``: (478, 3) from :func:`neutral_from_landmarks` (default: the canonical face)."""
+    """Bounded least squares ``min ||B c - (metric - neutral)||^2 + RIDGE ||c||^2 + 2 SPARSITY sum(c)``,
+    ``0 <= c <= 1``, over the points of :func:`solver_ids`. ``neutral``: (478, 3) from
+    :func:`neutral_from_landmarks` or :func:`estimate_neutral` (default: the canonical face)."""
 
     def __init__(self, neutral: np.ndarray | None = None) -> None:
         self.names, deltas = blendshape_basis()
         self.neutral = extended_canonical().copy() if neutral is None else np.asarray(neutral, np.float64)
-        ids = feature_ids()
+        ids = solver_ids()
         b = deltas[:, ids].reshape(len(self.names), -1).T
         # The stacked system [B; sqrt(RIDGE) I] reduced once to its 24x24 triangular factor: the same minimiser,
-        # ~30x faster per frame than handing lsq_linear the full (3 * 272 + 24) x 24 matrix.
+        # ~30x faster per frame than handing lsq_linear the full (3 * points + 24) x 24 matrix. The linear
+        # (L1) term becomes a shift of the right-hand side: ||R c - r||^2 + 2 s.c = ||R c - (r - R^-T s)||^2 + k.
         self._q, self._r = np.linalg.qr(np.vstack([b, math.sqrt(RIDGE) * np.eye(len(self.names))]))
         self._qb = self._q[: b.shape[0]].T
+        self._shift = np.linalg.solve(self._r.T, np.full(len(self.names), SPARSITY))
         self._ids = ids
 
     def displacement(self, metric: np.ndarray) -> np.ndarray:
@@ -389,7 +410,7 @@ class BlendshapeSolver:
         """(24,) coefficients in [0, 1] for pose-normalised landmarks ``metric`` (478, 3)."""
         from scipy.optimize import lsq_linear
 
-        rhs = self._qb @ self.displacement(metric).ravel()
+        rhs = self._qb @ self.displacement(metric).ravel() - self._shift
         return np.clip(lsq_linear(self._r, rhs, bounds=(0.0, 1.0), method="bvls").x, 0.0, 1.0)
 
     def solve_landmarks(self, landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -403,19 +424,33 @@ def solve_coefficients(landmarks: np.ndarray, image_size: tuple[int, int],
     return dict(zip(solver.names, solver.solve_landmarks(landmarks, image_size).tolist()))
 
 
-def estimate_neutral(metric_frames: np.ndarray, iterations: int = 2) -> np.ndarray:
-    """A user's neutral face from the pose-normalised landmarks of many frames (F, 478, 3) of a video: the
-    per-point median, morphed (:func:`neutral_from_landmarks`), then ``iterations`` times re-estimated from the
-    median of the frames with their solved expressions removed (so a video where the mouth is often open
-    still gets a closed-mouth neutral)."""
+def _lid_gap(frames: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
+    return np.mean([frames[:, u, 1] - frames[:, lo, 1] for u, lo in zip(upper[1:-1], lower[1:-1])], axis=0)
+
+
+def estimate_neutral(metric_frames: np.ndarray, mouth_percentile: float = 40.0,
+                     eye_percentiles: tuple[float, float] = (50.0, 90.0)) -> np.ndarray:
+    """A user's neutral face (mouth closed, eyes open) from the pose-normalised landmarks of many frames
+    (F, 478, 3) of a video, morphed by :func:`neutral_from_landmarks`. Each eye region (with its iris) is the
+    per-point median of the frames whose lid gap (upper minus lower eyelid, canonical y) lies between
+    ``eye_percentiles`` of the clip's (open eyes, blinks and squints left out); every other point is the
+    median of the frames whose inner-lip gap (points 13-14) is at most its ``mouth_percentile`` (closed mouth,
+    so a video where the mouth is often open still gets a closed-mouth neutral).
+
+    (This replaced re-estimating the neutral from the frames with their solved expressions removed, which fed
+    back: every pass moved the neutral by the mean solved expression and the coefficients crept towards 1.)"""
     frames = np.asarray(metric_frames, np.float64)
-    neutral = neutral_from_landmarks(frames)
-    _, deltas = blendshape_basis()
-    for _ in range(iterations):
-        solver = BlendshapeSolver(neutral)
-        coeffs = np.stack([solver.solve(f) for f in frames])
-        neutral = neutral_from_landmarks(frames - np.einsum("fs,spc->fpc", coeffs, deltas))
-    return neutral
+    if frames.ndim == 2:
+        return neutral_from_landmarks(frames)
+    mouth = frames[:, 13, 1] - frames[:, 14, 1]
+    out = np.median(frames[mouth <= np.percentile(mouth, mouth_percentile)], axis=0)
+    for region, slots, upper, lower in ((RIGHT_EYE, RIGHT_IRIS_SLOTS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
+                                        (LEFT_EYE, LEFT_IRIS_SLOTS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+        gap = _lid_gap(frames, upper, lower)
+        lo, hi = np.percentile(gap, eye_percentiles)
+        ids = list(region) + list(slots)
+        out[ids] = np.median(frames[(gap >= lo) & (gap <= hi)][:, ids], axis=0)
+    return neutral_from_landmarks(out)
 
 
 def deform(coefficients: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
