@@ -156,16 +156,30 @@ class AttentionMesh(nn.Module):
     def forward(self, image: torch.Tensor) -> AttentionMeshOutput:
         """``image``: (N, 3, 192, 192) RGB in [0, 1]."""
         features48, features6 = self.backbone(image)
+        mesh, face_logit = self.predict_mesh(features6)
+        return self.refine_regions(features48, mesh, face_logit, self.region_transforms(mesh))
+
+    def predict_mesh(self, features6: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features6`` -> mesh (N, 468, 3) in 192-space and the face logit (N,)."""
         h = self.head(features6)
         mesh = self.mesh_out(h).reshape(-1, topology.NUM_MESH_LANDMARKS, 3)
-        face_logit = self.face_flag_out(h).reshape(-1)
+        return mesh, self.face_flag_out(h).reshape(-1)
 
+    @staticmethod
+    def region_transforms(mesh: torch.Tensor) -> torch.Tensor:
+        """Crop transforms (N, 3, 2, 3) of lips, right eye, left eye (crop frame -> 48-space) from mesh
+        points (N, 468+, 2+) in 192-space (the predicted mesh, or in training any target mesh)."""
         points48 = mesh / FEATURE_STRIDE
         pairs = topology.CROP_ROTATION_PAIRS
-        t_lips = region_transform(points48, pairs["lips"], topology.LIPS)
-        t_right = region_transform(points48, pairs["right_eye"], topology.RIGHT_EYE)
-        t_left = region_transform(points48, pairs["left_eye"], topology.LEFT_EYE)
+        return torch.stack([region_transform(points48, pairs[name], indices) for name, indices in
+                            (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE),
+                             ("left_eye", topology.LEFT_EYE))], 1)
 
+    def refine_regions(self, features48: torch.Tensor, mesh: torch.Tensor, face_logit: torch.Tensor,
+                       transforms: torch.Tensor) -> AttentionMeshOutput:
+        """The attention half: crop ``features48`` with ``transforms`` (N, 3, 2, 3), run the region models,
+        map their points to 192-space and refine ``mesh`` into 478 landmarks."""
+        t_lips, t_right, t_left = transforms.unbind(1)
         lips = region_to_input_space(self.lips(sample_region(features48, t_lips, CROP_SIZE)), t_lips)
         right_eye, right_iris = self.right_eye(sample_region(features48, t_right, CROP_SIZE))
         left_eye, left_iris = self.left_eye(sample_region(features48, t_left, CROP_SIZE))
@@ -173,7 +187,6 @@ class AttentionMesh(nn.Module):
         left_eye, left_iris = (region_to_input_space(p, t_left) for p in (left_eye, left_iris))
 
         landmarks = refine_landmarks(mesh, lips, right_eye, left_eye, right_iris, left_iris)
-        transforms = torch.stack([t_lips, t_right, t_left], 1)
         return AttentionMeshOutput(landmarks, mesh, face_logit, lips, right_eye, left_eye,
                                    right_iris, left_iris, transforms)
 

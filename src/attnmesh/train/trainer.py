@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import topology
-from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput, refine_landmarks
-from ..models.spatial import CROP_SIZE, FEATURE_STRIDE, region_to_input_space, region_transform, sample_region
+from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput
+from ..models.spatial import CROP_SIZE
 from .datasets import AugmentConfig
 
 # -- configuration ----------------------------------------------------------------------------------------
@@ -215,27 +215,14 @@ def forward(net: AttentionMesh, image: torch.Tensor, ideal: torch.Tensor | None 
     (192-space) instead of the predicted mesh (phase 1), jittered by ``jitter`` (N, 3, 4) (see
     :func:`jitter_transforms`)."""
     features48, features6 = net.backbone(image)
-    h = net.head(features6)
-    mesh = net.mesh_out(h).reshape(-1, topology.NUM_MESH_LANDMARKS, 3)
-    face_logit = net.face_flag_out(h).reshape(-1)
+    mesh, face_logit = net.predict_mesh(features6)
     source = mesh if ideal is None else ideal[:, : topology.NUM_MESH_LANDMARKS].to(mesh.dtype)
-    points48 = source / FEATURE_STRIDE
-    pairs = topology.CROP_ROTATION_PAIRS
-    ts = [region_transform(points48, pairs[name], idx) for name, idx in
-          (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE), ("left_eye", topology.LEFT_EYE))]
+    transforms = net.region_transforms(source)
     if detach_transforms:
-        ts = [t.detach() for t in ts]
+        transforms = transforms.detach()
     if jitter is not None:
-        ts = [jitter_transforms(t, jitter[:, k]) for k, t in enumerate(ts)]
-    t_lips, t_right, t_left = ts
-    lips = region_to_input_space(net.lips(sample_region(features48, t_lips, CROP_SIZE)), t_lips)
-    right_eye, right_iris = net.right_eye(sample_region(features48, t_right, CROP_SIZE))
-    left_eye, left_iris = net.left_eye(sample_region(features48, t_left, CROP_SIZE))
-    right_eye, right_iris = (region_to_input_space(p, t_right) for p in (right_eye, right_iris))
-    left_eye, left_iris = (region_to_input_space(p, t_left) for p in (left_eye, left_iris))
-    landmarks = refine_landmarks(mesh, lips, right_eye, left_eye, right_iris, left_iris)
-    return AttentionMeshOutput(landmarks, mesh, face_logit, lips, right_eye, left_eye, right_iris, left_iris,
-                               torch.stack(ts, 1))
+        transforms = torch.stack([jitter_transforms(transforms[:, k], jitter[:, k]) for k in range(3)], 1)
+    return net.refine_regions(features48, mesh, face_logit, transforms)
 
 
 def freeze(net: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Parameter]:
