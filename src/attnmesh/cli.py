@@ -26,16 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
+from .cli_args import CliError, _positive_int, _unit_float
+from .train.commands import add_eval, add_train, run_eval, run_train
 
 PROG = "attnmesh"
-
-
-class CliError(Exception):
-    """A failure reported as one line, ``attnmesh: error: <message>``, with exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,26 +49,6 @@ def _debug_env() -> bool:
 
 
 # -- argument types -----------------------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 # -- shared options -----------------------------------------------------------------------------------------
@@ -720,10 +695,6 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 # -- main ---------------------------------------------------------------------------------------------------
 
 #: subcommand name -> (add_parser, run).
-# The application commands live beside their code and reuse this module's CliError and argument types, so
-# they are imported once those exist.
-from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet  # noqa: E402
-from .train.commands import add_eval, add_train, run_eval, run_train  # noqa: E402
 
 COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "demo": (add_demo, run_demo),

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cli import CliError, _unit_float
+from ..cli_args import CliError, _unit_float
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -363,12 +363,9 @@ def _write_coefficients(out: _TempTarget, records: list[dict[str, Any]]) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m attnmesh.apps.commands makeup|puppet ...``: the ``attnmesh`` CLI with these commands
-    registered (for use before they are in :data:`attnmesh.cli.COMMANDS`)."""
+    """``python -m attnmesh.apps.commands makeup|puppet ...``: the same as ``attnmesh makeup|puppet ...``."""
     from .. import cli
 
-    cli.COMMANDS.setdefault("makeup", (add_makeup, run_makeup))
-    cli.COMMANDS.setdefault("puppet", (add_puppet, run_puppet))
     return cli.main(argv)
 
 

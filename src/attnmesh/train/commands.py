@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cli import CliError, _positive_int
+from ..cli_args import CliError, _positive_int
 
 
 def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
@@ -191,17 +191,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m attnmesh.train.commands eval|train ...``: the two commands outside the ``attnmesh`` CLI
-    (with its one-line error handling)."""
+    """``python -m attnmesh.train.commands eval|train ...``: the same as ``attnmesh eval|train ...``."""
     from .. import cli
 
-    saved = dict(cli.COMMANDS)
-    cli.COMMANDS.update({"eval": (add_eval, run_eval), "train": (add_train, run_train)})
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMANDS.clear()
-        cli.COMMANDS.update(saved)
+    return cli.main(argv)
 
 
 if __name__ == "__main__":
