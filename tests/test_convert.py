@@ -3,7 +3,6 @@ verifies them, and the converted networks compute what the TFLite interpreter co
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

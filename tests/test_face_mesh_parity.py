@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import attnmesh
-from reference import (PHOTOS, VIDEOS, ReferenceFaceMesh, match_faces, mean_error_iod, photo_paths,
+from reference import (VIDEOS, ReferenceFaceMesh, match_faces, mean_error_iod, photo_paths,
                        read_rgb, reference_version, video_frames, w300_paths)
 
 STATIC_IMAGES = 300  # 300-W images, on top of every photo

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
 
 import numpy as np
 

@@ -25,7 +25,7 @@ optionally, :class:`attnmesh.pipeline.smoothing.MultiFaceSmoother` (what ``attnm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
