@@ -10,7 +10,8 @@ talking-head videos. Prints two tables.
    the neutral face estimated from the whole clip (:func:`attnmesh.apps.blendshapes.estimate_neutral`).
    Pearson correlation of eyeBlink with the eye aspect ratio (EAR, from mesh points 33/160/158/133/153/144 and
    263/387/385/362/380/373; negative expected) and of jawOpen with the mouth opening (distance 13-14 over the
-   mouth width 61-291; positive expected), per clip and pooled; also of eyeBlink - eyeWide (a signed lid closure, which also
+   mouth width 61-291; positive expected), per clip and pooled, for the solver and the distilled network; also
+   of the solver's eyeBlink - eyeWide (a signed lid closure, which also
    follows eyes opened wider than the neutral) with the EAR.
 
     .venv/bin/python benchmarks/blendshape_eval.py [--synthetic 300] [--frames 400]
@@ -70,9 +71,10 @@ def synthetic(n: int) -> None:
 def videos(frames: int) -> None:
     names = bs.BLENDSHAPE_NAMES
     pooled: dict[str, list[np.ndarray]] = {k: [] for k in ("blinkR", "earR", "blinkL", "earL", "jaw", "mouth",
-                                                           "lidR", "lidL")}
+                                                           "lidR", "lidL", "netR", "netL", "netJaw")}
     print(f"\n{'clip':16s} {'frames':>6s} {'r(blinkR,EAR_R)':>15s} {'r(blinkL,EAR_L)':>15s} "
-          f"{'r(jawOpen,open)':>15s} {'r(blink-wide,EAR) R':>19s} {'L':>6s}")
+          f"{'r(jawOpen,open)':>15s} {'r(blink-wide,EAR) R':>19s} {'L':>6s} {'network: blinkR':>15s} "
+          f"{'blinkL':>6s} {'jaw':>6s}")
     for path in sorted(VIDEOS.glob("talking-*.mp4")):
         metrics, ears_r, ears_l, mouth = [], [], [], []
         with attnmesh.FaceMesh(static_image_mode=False) as fm:
@@ -87,22 +89,27 @@ def videos(frames: int) -> None:
                 ears_l.append(ear(lm, 263, 387, 385, 362, 380, 373))
                 mouth.append(np.linalg.norm(lm[13, :2] - lm[14, :2]) / np.linalg.norm(lm[61, :2] - lm[291, :2]))
         metrics = np.stack(metrics)
-        solver = bs.BlendshapeSolver(bs.estimate_neutral(metrics))
+        neutral = bs.estimate_neutral(metrics)
+        solver, net = bs.BlendshapeSolver(neutral), BlendshapeNetPredictor(neutral)
         c = np.stack([solver.solve(m) for m in metrics])
+        cn = np.stack([net.solve(m) for m in metrics])
         cols = {"blinkR": c[:, names.index("eyeBlinkRight")], "blinkL": c[:, names.index("eyeBlinkLeft")],
                 "lidR": c[:, names.index("eyeBlinkRight")] - c[:, names.index("eyeWideRight")],
                 "lidL": c[:, names.index("eyeBlinkLeft")] - c[:, names.index("eyeWideLeft")],
                 "jaw": c[:, names.index("jawOpen")], "earR": np.array(ears_r), "earL": np.array(ears_l),
-                "mouth": np.array(mouth)}
+                "mouth": np.array(mouth), "netR": cn[:, names.index("eyeBlinkRight")],
+                "netL": cn[:, names.index("eyeBlinkLeft")], "netJaw": cn[:, names.index("jawOpen")]}
         for k, v in cols.items():
             pooled[k].append(v)
         r = lambda a, b: np.corrcoef(cols[a], cols[b])[0, 1]  # noqa: E731
         print(f"{path.name:16s} {len(metrics):6d} {r('blinkR', 'earR'):15.3f} {r('blinkL', 'earL'):15.3f} "
-              f"{r('jaw', 'mouth'):15.3f} {r('lidR', 'earR'):19.3f} {r('lidL', 'earL'):6.3f}")
+              f"{r('jaw', 'mouth'):15.3f} {r('lidR', 'earR'):19.3f} {r('lidL', 'earL'):6.3f} "
+              f"{r('netR', 'earR'):15.3f} {r('netL', 'earL'):6.3f} {r('netJaw', 'mouth'):6.3f}")
     allc = {k: np.concatenate(v) for k, v in pooled.items()}
     r = lambda a, b: np.corrcoef(allc[a], allc[b])[0, 1]  # noqa: E731
     print(f"{'pooled':16s} {len(allc['jaw']):6d} {r('blinkR', 'earR'):15.3f} {r('blinkL', 'earL'):15.3f} "
-          f"{r('jaw', 'mouth'):15.3f} {r('lidR', 'earR'):19.3f} {r('lidL', 'earL'):6.3f}")
+          f"{r('jaw', 'mouth'):15.3f} {r('lidR', 'earR'):19.3f} {r('lidL', 'earL'):6.3f} "
+          f"{r('netR', 'earR'):15.3f} {r('netL', 'earL'):6.3f} {r('netJaw', 'mouth'):6.3f}")
 
 
 def main() -> None:

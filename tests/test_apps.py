@@ -148,6 +148,54 @@ def test_solver_and_network_recover_synthetic_coefficients():
     assert np.mean(err_n) <= 0.05, np.mean(err_n)
 
 
+
+def test_solver_ignores_rigid_shifts_of_the_eyes_lips_and_chin():
+    """What pose removal leaves on real video (a region shifted as a block) must not become an expression."""
+    rng = np.random.default_rng(7)
+    _, shifts = bs.nuisance_basis()
+    moved = []
+    for _ in range(10):
+        face = bs.synthetic_face(rng, SIZE)
+        solver = bs.BlendshapeSolver(bs.neutral_from_landmarks(bs.metric_landmarks(face["neutral_landmarks"], SIZE)))
+        metric = bs.metric_landmarks(face["landmarks"], SIZE)
+        shifted = metric + np.tensordot(rng.normal(0.0, 0.2, len(shifts)), shifts, axes=1)  # 2 mm sigma
+        moved.append(np.abs(solver.solve(shifted) - solver.solve(metric)))
+    assert np.mean(moved) < 0.01 and np.max(moved) < 0.1, (np.mean(moved), np.max(moved))
+
+
+def eye_aspect_ratio(lm: np.ndarray, ids: tuple[int, int, int, int, int, int]) -> float:
+    """(|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) in image pixels (Soukupova & Cech, 2016)."""
+    p = lm[list(ids), :2]
+    return float((np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])) / (2 * np.linalg.norm(p[0] - p[3])))
+
+
+def test_blink_and_jaw_follow_eye_and_mouth_opening_on_real_video():
+    """talking-d3 (blinks, speech): eyeBlink against the image-space eye aspect ratio and jawOpen
+    against the inner-lip gap over the mouth width, both measured independently of the solver."""
+    import attnmesh
+
+    from reference import video_frames
+
+    metrics, ear_r, ear_l, mouth = [], [], [], []
+    with attnmesh.FaceMesh(static_image_mode=False) as fm:
+        for frame in video_frames(VIDEOS / "talking-d3.mp4", 400):
+            faces = fm.process(frame)
+            if not faces:
+                continue
+            lm = faces[0].landmarks
+            metrics.append(bs.metric_landmarks(lm, (frame.shape[1], frame.shape[0])))
+            ear_r.append(eye_aspect_ratio(lm, (33, 160, 158, 133, 153, 144)))
+            ear_l.append(eye_aspect_ratio(lm, (263, 387, 385, 362, 380, 373)))
+            mouth.append(np.linalg.norm(lm[13, :2] - lm[14, :2]) / np.linalg.norm(lm[61, :2] - lm[291, :2]))
+    assert len(metrics) > 340
+    metrics = np.stack(metrics)
+    solver = bs.BlendshapeSolver(bs.estimate_neutral(metrics))
+    c = np.stack([solver.solve(m) for m in metrics])
+    name = bs.BLENDSHAPE_NAMES.index
+    assert np.corrcoef(c[:, name("eyeBlinkRight")], ear_r)[0, 1] <= -0.9
+    assert np.corrcoef(c[:, name("eyeBlinkLeft")], ear_l)[0, 1] <= -0.9
+    assert np.corrcoef(c[:, name("jawOpen")], mouth)[0, 1] >= 0.9
+
 def test_gaze_on_the_astronaut(astronaut):
     from attnmesh.apps.gaze import estimate_gaze
 

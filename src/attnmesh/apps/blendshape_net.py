@@ -1,9 +1,9 @@
 """A small fully connected network distilled from the blendshape solver: it predicts the 24 coefficients
-from the same input as :class:`attnmesh.apps.blendshapes.BlendshapeSolver` (the pose-normalised feature points
-minus the user's neutral face, 268 x 3 = 804 values, centimetres) in a few tens of microseconds instead of
+from the same input as :class:`attnmesh.apps.blendshapes.BlendshapeSolver` (the pose-normalised points of
+:func:`~attnmesh.apps.blendshapes.solver_ids` minus the user's neutral face, 158 x 3 = 474 values, centimetres) in a few tens of microseconds instead of
 milliseconds.
 
-Architecture: 804 -> 128 -> 128 -> 24, ReLU, outputs clamped to [0, 1]. Trained by
+Architecture: 474 -> 128 -> 128 -> 24, ReLU, outputs clamped to [0, 1]. Trained by
 ``python -m attnmesh.apps.train_blendshape_net`` on synthetic faces (random identities by Laplacian morph,
 random poses, random known coefficients, projected through the camera; the labels are the solver's
 coefficients). Weights: ``blendshape_net.safetensors`` beside this module (float16) with
@@ -54,7 +54,7 @@ def load_net() -> tuple[BlendshapeNet, dict]:
     """The shipped network (eval mode, float32) and its manifest; RuntimeError if missing or corrupt."""
     from safetensors.torch import load_file
 
-    from .blendshapes import BLENDSHAPE_NAMES, feature_ids
+    from .blendshapes import BLENDSHAPE_NAMES, solver_ids
 
     folder = apps_dir()
     manifest_path, weights_path = folder / MANIFEST_NAME, folder / WEIGHTS_NAME
@@ -64,7 +64,7 @@ def load_net() -> tuple[BlendshapeNet, dict]:
     manifest = json.loads(manifest_path.read_text())
     if _sha256(weights_path) != manifest["sha256"]:
         raise RuntimeError(f"{weights_path}: sha256 does not match {MANIFEST_NAME}")
-    if tuple(manifest["outputs"]) != BLENDSHAPE_NAMES or manifest["feature_ids"] != feature_ids().tolist():
+    if tuple(manifest["outputs"]) != BLENDSHAPE_NAMES or manifest["feature_ids"] != solver_ids().tolist():
         raise RuntimeError(f"{MANIFEST_NAME}: the network was trained for other blendshapes or features; retrain")
     net = BlendshapeNet(manifest["num_inputs"], len(manifest["outputs"]), manifest["hidden"])
     net.load_state_dict({k: v.float() for k, v in load_file(str(weights_path)).items()})
@@ -76,13 +76,13 @@ class BlendshapeNetPredictor:
     :class:`attnmesh.apps.blendshapes.BlendshapeSolver` (``neutral``: (478, 3), default the canonical face)."""
 
     def __init__(self, neutral: np.ndarray | None = None) -> None:
-        from .blendshapes import BLENDSHAPE_NAMES, extended_canonical, feature_ids
+        from .blendshapes import BLENDSHAPE_NAMES, extended_canonical
 
         self.names = BLENDSHAPE_NAMES
         self.net, manifest = load_net()
         self.scale = float(manifest["input_scale"])
         self.neutral = extended_canonical().copy() if neutral is None else np.asarray(neutral, np.float64)
-        self._ids = feature_ids()
+        self._ids = np.asarray(manifest["feature_ids"], np.int64)  # the points it was trained on
         # plain NumPy forward pass: no framework overhead for one face (~20 us)
         lin = [m for m in self.net.layers if isinstance(m, nn.Linear)]
         self._w = [m.weight.detach().numpy().T.astype(np.float32) for m in lin]
@@ -92,7 +92,7 @@ class BlendshapeNetPredictor:
         return ((np.asarray(metric)[self._ids] - self.neutral[self._ids]).ravel() * self.scale).astype(np.float32)
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """(..., 804) scaled features -> (..., 24) coefficients in [0, 1]."""
+        """(..., 3 x points) scaled features -> (..., 24) coefficients in [0, 1]."""
         h = x
         for i, (w, b) in enumerate(zip(self._w, self._b)):
             h = h @ w + b

@@ -1,4 +1,4 @@
-"""Blendshape puppeteering on the canonical face: 26 hand-designed expression targets, identity
+"""Blendshape puppeteering on the canonical face: 24 hand-designed expression targets, identity
 normalisation by Laplacian mesh editing, and a bounded least-squares coefficient solver.
 
 **The blendshapes are hand-designed**, not learned or captured: each is a displacement field on the
@@ -22,7 +22,9 @@ Coefficients (:func:`solve_coefficients`): the face's landmarks are brought into
 head pose removed (:func:`metric_landmarks`, from :func:`attnmesh.geometry.face_geometry.estimate_face_geometry`,
 the irises mapped by a local affine fit), the user's neutral face is subtracted, and ``min ||B c - d||`` is
 solved with ``0 <= c <= 1`` (``scipy.optimize.lsq_linear``, with a small sparsity prior) over the lips, the eye
-contours, the irises and the face oval (:func:`solver_ids`; the network sees all of :func:`feature_ids`).
+contours, the irises and the face oval (:func:`solver_ids`; the network sees all of :func:`feature_ids`),
+alongside free rigid shifts of the eyes, lips and chin (:func:`nuisance_basis`) that absorb what pose removal
+leaves, with the inner-lip loop weighted up (:data:`INNER_LIP_WEIGHT`).
 
 Identity normalisation (:func:`neutral_from_landmarks`): the user's neutral face is the canonical face morphed
 by Laplacian editing so that its feature vertices land on the user's measured ones, keeping the canonical
@@ -50,6 +52,10 @@ BLENDSHAPE_NAMES: tuple[str, ...] = MOUTH_NAMES + EYE_NAMES
 IRIS_RADIUS_CM = 0.585  # human iris diameter ~11.7 mm
 EYEBALL_RADIUS_CM = 1.2
 GAZE_SHIFT_CM = 0.35
+#: Lower-lip drop (cm, mouth centre) at jawOpen = 1: a wide-open mouth (inner-lip gap about half the mouth
+#: width). With 1 cm the coefficient saturated on ordinary speech (gaps of 1.1-1.4 cm measured on the talking
+#: clips) and the other mouth shapes took up the rest of the opening.
+JAW_OPEN_CM = 2.5
 NUM_EXTENDED = 478
 RIGHT_IRIS_SLOTS = np.arange(468, 473)
 LEFT_IRIS_SLOTS = np.arange(473, 478)
@@ -169,20 +175,18 @@ def _mouth_handles(name: str) -> dict[int, np.ndarray]:
         d = np.zeros(3)
         if name == "jawOpen":
             if i in lower:
-                d = np.array([0.0, -1.0, -0.25]) * (0.25 + 0.75 * centre)
+                d = np.array([0.0, -1.0, -0.25]) * (0.25 + 0.75 * centre) * JAW_OPEN_CM
             elif i not in upper:  # corners
-                d = np.array([0.0, -0.2, -0.05])
+                d = np.array([0.0, -0.2, -0.05]) * JAW_OPEN_CM
         elif name in ("smileRight", "smileLeft", "stretchRight", "stretchLeft"):
             side = -1.0 if name.endswith("Right") else 1.0  # subject's right corner is at -x
             near = math.exp(-((x - side * half_width) / 1.3) ** 2)
             move = np.array([0.35 * side, 0.45, -0.25]) if name.startswith("smile") else np.array([0.45 * side, -0.25, -0.05])
             d = move * near
         elif name == "pucker":
+            # Narrower and forward only: closing the lips vertically is press's job (a vertical part let
+            # jawOpen + pucker cancel on closed-mouth speech frames).
             d = np.array([-0.3 * x, 0.0, 0.45 * (0.3 + 0.7 * centre)])
-            if i in upper:
-                d[1] -= 0.08 * centre
-            if i in lower:
-                d[1] += 0.08 * centre
         elif name == "funnel":
             d = np.array([-0.2 * x, 0.0, 0.35 * (0.3 + 0.7 * centre)])
             k = 0.35 if i in inner else 0.25
@@ -208,7 +212,7 @@ def _mouth_handles(name: str) -> dict[int, np.ndarray]:
         for i in np.nonzero((v[:, 1] < -6.0) & (np.abs(v[:, 0]) < 3.5))[0]:
             if i in _regions()["basis"]:
                 continue
-            out[int(i)] = np.array([0.0, -1.0, -0.3]) * max(0.2, 1.0 - (v[i, 0] / 3.5) ** 2)
+            out[int(i)] = np.array([0.0, -1.0, -0.3]) * max(0.2, 1.0 - (v[i, 0] / 3.5) ** 2) * JAW_OPEN_CM
     return out
 
 
@@ -384,22 +388,66 @@ def solver_ids() -> np.ndarray:
     return out
 
 
+#: Weight of the inner-lip loop points in the fit (the others weigh 1). The inner-lip gap is the mouth's
+#: best-measured signal; at weight 1 the 40 other lip points let combinations such as jawOpen + press explain a
+#: chin drop with closed lips, and jawOpen stopped following the mouth opening.
+INNER_LIP_WEIGHT = 16.0
+NUISANCE_RIDGE = 1e-6
+
+
+@functools.lru_cache(maxsize=1)
+def nuisance_basis() -> tuple[tuple[str, ...], np.ndarray]:
+    """``(names, fields)``: free rigid translations (S, 478, 3), 1 cm each, that the solver fits alongside the
+    blendshapes, unbounded and unpenalised, and then discards: each eye contour with its iris (x, y, z), the
+    lip loops (y, z) and the face oval below the mouth (x, y, z).
+
+    Why: pose removal (a rigid fit to the whole face) leaves these regions shifted by up to 3 mm as a block
+    from frame to frame (measured on the talking clips: both eyelids of an eye moving up together, the chin
+    moving with closed lips). Without these columns the bounded solve explained such shifts with eyeWide +
+    eyeSquint + eyeLookUp, or jawOpen + press. Mouth x is left out: it is what mouthRight/mouthLeft move."""
+    reg = _regions()
+    v = canonical_editing_mesh()[0]
+    groups = [("rightEye", sorted(set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER) | set(RIGHT_IRIS_SLOTS.tolist())), "xyz"),
+              ("leftEye", sorted(set(LEFT_EYE_UPPER + LEFT_EYE_LOWER) | set(LEFT_IRIS_SLOTS.tolist())), "xyz"),
+              ("lips", reg["lips"].tolist(), "yz"),
+              ("chin", [int(i) for i in reg["oval"] if v[i, 1] < v[14, 1]], "xyz")]
+    names, fields = [], []
+    for group, points, axes in groups:
+        for axis in axes:
+            field = np.zeros((NUM_EXTENDED, 3))
+            field[points, "xyz".index(axis)] = 1.0
+            names.append(f"{group}_{axis}")
+            fields.append(field)
+    out = np.stack(fields)
+    out.setflags(write=False)
+    return tuple(names), out
+
+
 class BlendshapeSolver:
-    """Bounded least squares ``min ||B c - (metric - neutral)||^2 + RIDGE ||c||^2 + 2 SPARSITY sum(c)``,
-    ``0 <= c <= 1``, over the points of :func:`solver_ids`. ``neutral``: (478, 3) from
-    :func:`neutral_from_landmarks` or :func:`estimate_neutral` (default: the canonical face)."""
+    """Weighted bounded least squares over the points of :func:`solver_ids`:
+    ``min ||W^1/2 (B c + T t - (metric - neutral))||^2 + RIDGE ||c||^2 + 2 SPARSITY sum(c)`` with
+    ``0 <= c <= 1`` for the 24 blendshapes and ``t`` free for the rigid region shifts of
+    :func:`nuisance_basis` (returned coefficients: ``c`` only). ``W``: :data:`INNER_LIP_WEIGHT` on the
+    inner-lip loop, 1 elsewhere. ``neutral``: (478, 3) from :func:`neutral_from_landmarks` or
+    :func:`estimate_neutral` (default: the canonical face)."""
 
     def __init__(self, neutral: np.ndarray | None = None) -> None:
         self.names, deltas = blendshape_basis()
         self.neutral = extended_canonical().copy() if neutral is None else np.asarray(neutral, np.float64)
         ids = solver_ids()
-        b = deltas[:, ids].reshape(len(self.names), -1).T
-        # The stacked system [B; sqrt(RIDGE) I] reduced once to its 24x24 triangular factor: the same minimiser,
-        # ~30x faster per frame than handing lsq_linear the full (3 * points + 24) x 24 matrix. The linear
+        fields = np.concatenate([deltas, nuisance_basis()[1]])
+        k, n = len(self.names), len(fields)
+        inner = set(LIPS_INNER_UPPER + LIPS_INNER_LOWER)
+        self._sqrt_w = np.repeat(np.sqrt([INNER_LIP_WEIGHT if i in inner else 1.0 for i in ids]), 3)
+        b = fields[:, ids].reshape(n, -1).T * self._sqrt_w[:, None]
+        ridge = np.r_[np.full(k, RIDGE), np.full(n - k, NUISANCE_RIDGE)]
+        # The stacked system [B; sqrt(ridge) I] reduced once to its n x n triangular factor: the same minimiser,
+        # ~30x faster per frame than handing lsq_linear the full (3 * points + n) x n matrix. The linear
         # (L1) term becomes a shift of the right-hand side: ||R c - r||^2 + 2 s.c = ||R c - (r - R^-T s)||^2 + k.
-        self._q, self._r = np.linalg.qr(np.vstack([b, math.sqrt(RIDGE) * np.eye(len(self.names))]))
+        self._q, self._r = np.linalg.qr(np.vstack([b, np.diag(np.sqrt(ridge))]))
         self._qb = self._q[: b.shape[0]].T
-        self._shift = np.linalg.solve(self._r.T, np.full(len(self.names), SPARSITY))
+        self._shift = np.linalg.solve(self._r.T, np.r_[np.full(k, SPARSITY), np.zeros(n - k)])
+        self._bounds = (np.r_[np.zeros(k), np.full(n - k, -np.inf)], np.r_[np.ones(k), np.full(n - k, np.inf)])
         self._ids = ids
 
     def displacement(self, metric: np.ndarray) -> np.ndarray:
@@ -409,8 +457,9 @@ class BlendshapeSolver:
         """(24,) coefficients in [0, 1] for pose-normalised landmarks ``metric`` (478, 3)."""
         from scipy.optimize import lsq_linear
 
-        rhs = self._qb @ self.displacement(metric).ravel() - self._shift
-        return np.clip(lsq_linear(self._r, rhs, bounds=(0.0, 1.0), method="bvls").x, 0.0, 1.0)
+        rhs = self._qb @ (self.displacement(metric).ravel() * self._sqrt_w) - self._shift
+        x = lsq_linear(self._r, rhs, bounds=self._bounds, method="bvls").x
+        return np.clip(x[: len(self.names)], 0.0, 1.0)
 
     def solve_landmarks(self, landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
         return self.solve(metric_landmarks(landmarks, image_size))

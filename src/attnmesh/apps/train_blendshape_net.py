@@ -7,7 +7,10 @@ the canonical face with random anchor offsets and per-axis scale), each seen in 
 expression frames with random known coefficients, every frame in a random head pose, projected through
 MediaPipe's camera, half of them with 0.2-0.5 px landmark noise. Each expression frame goes through the same
 path as real landmarks (pose removal, neutral from the neutral frame by Laplacian morph); its label is the
-bounded least-squares solver's answer (distillation). Deterministic for a seed (single-threaded torch).
+bounded least-squares solver's answer (distillation). Half of the expression frames also get random rigid shifts
+of the regions in :func:`~attnmesh.apps.blendshapes.nuisance_basis` (eyes, lips, chin; sigma ``SHIFT_CM``),
+which the solver fits and discards, so the network learns to ignore them too (what pose removal leaves on real
+video). Deterministic for a seed (single-threaded torch).
 Takes a few minutes on one CPU core.
 """
 
@@ -23,16 +26,37 @@ import numpy as np
 import torch
 
 from .blendshape_net import HIDDEN, INPUT_SCALE, MANIFEST_NAME, WEIGHTS_NAME, BlendshapeNet, apps_dir
-from .blendshapes import (BLENDSHAPE_NAMES, BlendshapeSolver, feature_ids, metric_landmarks, neutral_from_landmarks,
-                          synthetic_face)
+from .blendshapes import (BLENDSHAPE_NAMES, BlendshapeSolver, metric_landmarks, neutral_from_landmarks, nuisance_basis,
+                          solver_ids, synthetic_face)
 
 IMAGE_SIZE = (640, 480)
+SHIFT_CM = 0.1  # sigma of the random rigid region shifts (measured on real video: up to ~0.3 cm)
+OFF_MODEL_CM = 0.05  # sigma of the smooth random deformations that no blendshape explains
+
+
+def off_model_fields(rng: np.random.Generator, count: int = 64, anchors: int = 30) -> np.ndarray:
+    """(count, 478, 3) smooth random displacement fields (cm, unit sigma at the anchors): the canonical face
+    morphed by Laplacian editing with ``anchors`` random feature vertices displaced by N(0, 1 cm). Scaled and
+    mixed per sample, they stand for the motion real faces show that no blendshape models (lip shapes of
+    speech, asymmetries); the solver's weighted fit decides how much of it each coefficient takes, and the
+    network learns to do the same."""
+    from .blendshapes import _mesh_feature_ids
+    from .laplacian import LaplacianEditor, canonical_editing_mesh
+
+    v, tri = canonical_editing_mesh()
+    out = np.zeros((count, 478, 3))
+    for k in range(count):
+        ids = rng.choice(_mesh_feature_ids(), anchors, replace=False)
+        out[k, : len(v)] = LaplacianEditor(v, tri, ids, 1e3).solve(v[ids] + rng.normal(0, 1.0, (anchors, 3))) - v
+    return out
 
 
 def make_data(samples: int, seed: int, per_identity: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features (N, 804) scaled, solver labels (N, 24), true coefficients (N, 24))."""
+    """(features (N, 3 x solver points) scaled, solver labels (N, 24), true coefficients (N, 24))."""
     rng = np.random.default_rng(seed)
-    ids = feature_ids()
+    ids = solver_ids()  # the solver's points: not the brows, which no shape models
+    shifts = nuisance_basis()[1]
+    off_model = off_model_fields(rng)
     xs, ys, ts = [], [], []
     while len(xs) < samples:
         noise = float(rng.uniform(0.2, 0.5)) if rng.random() < 0.5 else 0.0
@@ -42,6 +66,11 @@ def make_data(samples: int, seed: int, per_identity: int = 20) -> tuple[np.ndarr
         for k in range(per_identity):
             face = first if k == 0 else synthetic_face(rng, IMAGE_SIZE, noise, identity=first["identity"])
             metric = metric_landmarks(face["landmarks"], IMAGE_SIZE)
+            if rng.random() < 0.5:
+                metric = metric + np.tensordot(rng.normal(0.0, SHIFT_CM, len(shifts)), shifts, axes=1)
+            if rng.random() < 0.5:
+                mix = rng.normal(0.0, OFF_MODEL_CM, 4)
+                metric = metric + np.tensordot(mix, off_model[rng.choice(len(off_model), 4, replace=False)], axes=1)
             xs.append(((metric[ids] - neutral[ids]).ravel() * INPUT_SCALE).astype(np.float32))
             ys.append(solver.solve(metric).astype(np.float32))
             ts.append(face["coefficients"].astype(np.float32))
@@ -100,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "file": WEIGHTS_NAME, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "dtype": "float16",
         "num_inputs": int(x.shape[1]), "hidden": HIDDEN, "input_scale": INPUT_SCALE,
         "input": "(metric_landmarks - neutral)[feature_ids] in cm, flattened (x, y, z per point), times input_scale",
-        "feature_ids": feature_ids().tolist(), "outputs": list(BLENDSHAPE_NAMES),
+        "feature_ids": solver_ids().tolist(), "outputs": list(BLENDSHAPE_NAMES),
         "training": {"script": "python -m attnmesh.apps.train_blendshape_net", "seed": args.seed,
                      "samples": args.samples, "epochs": args.epochs, "labels": "BlendshapeSolver (distillation)",
                      "final_batch_loss": round(last, 6), "validation_mae_vs_solver": round(mae_solver, 4),
