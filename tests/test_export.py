@@ -17,7 +17,7 @@ from attnmesh.backends import make_landmark_model, resolve_backend  # noqa: E402
 from attnmesh.backends.gpu import crop_rois, project_points, rois_tensor  # noqa: E402
 from attnmesh.backends.onnxruntime import (OrtCascadeLandmarkModel, OrtFaceDetector, OrtGraph,  # noqa: E402
                                            OrtLandmarkModel)
-from attnmesh.export.onnx import GRAPHS, build_module, export_all  # noqa: E402
+from attnmesh.export.onnx import GRAPHS, build_module, decompose_prelu, export_all  # noqa: E402
 from attnmesh.export.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
                                       split_images, to_input)
 from attnmesh.geometry.roi import Roi, crop_image, project_to_image  # noqa: E402
@@ -49,6 +49,34 @@ def photos_and_rois():
     return images, rois
 
 
+
+def test_decompose_prelu_gives_the_same_numbers_bit_for_bit() -> None:
+    """PRelu(x, a) -> Relu(x) + a * Min(x, 0), with slopes of both signs and above 1 as in the released models,
+    against ONNX Runtime's own PRelu kernel and PyTorch's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    slope = rng.uniform(-4.0, 6.0, (8, 1, 1)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("PRelu", ["x", "slope"], ["y"], name="act")], "prelu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 5, 5])],
+                              [numpy_helper.from_array(slope, "slope")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(0, 3, (2, 8, 5, 5)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    assert decompose_prelu(model.graph) == 1
+    onnx.checker.check_model(model)
+    assert "PRelu" not in {n.op_type for n in model.graph.node}
+    np.testing.assert_array_equal(run(model), before)
+    np.testing.assert_array_equal(run(model), torch.nn.functional.prelu(torch.from_numpy(x),
+                                                                         torch.from_numpy(slope.ravel())).numpy())
+
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_onnx_graph_matches_pytorch(model_dir, name: str) -> None:
     spec = GRAPHS[name]
@@ -58,6 +86,9 @@ def test_onnx_graph_matches_pytorch(model_dir, name: str) -> None:
     with torch.inference_mode():
         expected = [t.numpy() for t in build_module(name)(x)]
     got = OrtGraph(name, model_dir, threads=2)(x.numpy())
+    import onnx
+
+    assert "PRelu" not in {n.op_type for n in onnx.load(str(model_dir / f"{name}.onnx")).graph.node}
     assert [g.shape for g in got] == [e.shape for e in expected]  # the batch axis is dynamic (export used 2)
     if name == "face_detection_short_range":  # boxes are normalized to the 128x128 input
         np.testing.assert_allclose(got[0] * 128, expected[0] * 128, rtol=0, atol=PX_TOL)
