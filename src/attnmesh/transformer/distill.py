@@ -73,6 +73,7 @@ class DistillConfig:
     checkpoint_every: int = 200
     refit_epochs: int = 60  # phase 2 (frozen backbone): embedding and expression heads; 0 = skip
     refit_copies: int = 3
+    init: str = ""  # optional checkpoint to continue from (weights only; a fresh warm-up + cosine schedule)
     augment: Augment = field(default_factory=Augment)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -83,9 +84,9 @@ class DistillConfig:
         loss = LossWeights(**raw.pop("loss", {}))
         base = Path(path).resolve().parent
         cfg = cls(**raw, augment=aug, loss=loss)
-        for key in ("cache", "out"):  # relative to the config file
+        for key in ("cache", "out", "init"):  # relative to the config file
             p = Path(getattr(cfg, key))
-            if not p.is_absolute():
+            if getattr(cfg, key) and not p.is_absolute():
                 setattr(cfg, key, str((base / p).resolve()))
         return cfg
 
@@ -164,7 +165,14 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     val_idx = np.nonzero((cache.split == "val") & faces)[0]
     mirror = _mirror_478() if cfg.augment.flip else None
     model = FaceTransformer(cfg.size, cfg.input_size)
-    model.init_mean_shape(mean_shape(cache, np.nonzero(faces & (cache.split == "train"))[0], model.input_size))
+    if cfg.init:
+        ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        if (ck["size"], ck["input_size"]) != (cfg.size, model.input_size):
+            raise ValueError(f"init checkpoint is {ck['size']}@{ck['input_size']}, config wants "
+                             f"{cfg.size}@{model.input_size}")
+        model.load_state_dict(ck["model"])
+    else:
+        model.init_mean_shape(mean_shape(cache, np.nonzero(faces & (cache.split == "train"))[0], model.input_size))
     arc = ArcFace(max(len(cache.identities), 1), margin=cfg.arc_margin, scale=cfg.arc_scale)
     params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0},
@@ -172,6 +180,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.init:
+        log(f"continuing from {cfg.init}")
     log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
         f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
     records: list[dict] = []
