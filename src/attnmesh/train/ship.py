@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..weights import MANIFEST_NAME, sha256_file, weights_dir
+from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 
 def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", directory: Path | None = None) -> dict:
@@ -34,19 +34,14 @@ def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", dir
     x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         diff = float((net(x).landmarks - half(x).landmarks).abs().max())
-    manifest_path = directory / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text())
-    manifest["models"][name] = {
+    return set_manifest_entry(name, {
         "file": file.name, "sha256": sha256_file(file), "dtype": "float16",
         "fine_tuned": {
             "from": ckpt["config"]["init"], "data": data, "recipe": config.read_text(),
             "steps": int(ckpt["step"]), "trainer": "attnmesh.train.trainer (attnmesh train)",
             "float16_max_landmark_change_px": round(diff, 5), "notes": notes,
         },
-    }
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest["models"][name]
+    }, directory)
 
 
 def main(argv: list[str] | None = None) -> int:

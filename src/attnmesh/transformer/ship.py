@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..models.face_transformer import FaceTransformer
-from ..weights import MANIFEST_NAME, sha256_file, weights_dir
+from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 FLOAT32_KEYS = ("landmark_out.bias",)
 
@@ -51,9 +51,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
     x = torch.rand(4, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         diff = float((model(x).landmarks - half(x).landmarks).abs().max())
-    manifest_path = directory / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text())
-    manifest["models"][name] = {
+    return set_manifest_entry(name, {
         "file": file.name, "sha256": sha256_file(file), "dtype": "float16", "input_size": model.input_size,
         "fine_tuned": {
             "from": "attention_mesh", "recipe": recipes[0] if len(recipes) == 1 else recipes,
@@ -61,10 +59,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
             "steps": sum(steps), "steps_per_stage": steps, "refit_heads": bool(ck.get("refit", False)),
             "train_minutes": minutes, "threads": threads, "float16_max_landmark_change_px": round(diff, 5),
         },
-    }
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest["models"][name]
+    }, directory)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ def read_manifest(directory: Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"weights manifest not found: {path} (run `python -m attnmesh.convert`)")
     return json.loads(path.read_text())
+
+
+def set_manifest_entry(name: str, entry: dict[str, Any], directory: Path | None = None) -> dict[str, Any]:
+    """Add or replace the manifest entry of shipped model ``name`` (entries kept sorted; written atomically)."""
+    path = (directory or weights_dir()) / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["models"][name] = entry
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, path)
+    return entry
 
 
 def sha256_file(path: Path) -> str:
