@@ -71,6 +71,33 @@ def test_unfold_fold_round_trip(patch, h, w):
     assert torch.equal(tokens[k], expected)
 
 
+def test_augmentation_moves_image_and_landmarks_together():
+    """A small bright blob in a cached crop, every landmark placed on it: after rotation, scale, shift and
+    mirroring, the blob's intensity centroid in the student input must be where the landmarks went."""
+    from types import SimpleNamespace
+
+    from attnmesh.transformer.data import CACHE_CROP, Augment, make_batch
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:CACHE_CROP, 0:CACHE_CROP] + 0.5  # pixel i spans [i, i + 1): centres at i + 0.5
+    crops, teacher = [], []
+    for _ in range(16):
+        cx, cy = rng.uniform(55, 105, 2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 2.0 ** 2))
+        crops.append(np.repeat((blob * 255).round().astype(np.uint8)[..., None], 3, axis=2))
+        teacher.append(np.tile([cx, cy, 0.0], (478, 1)))
+    n = len(crops)
+    cache = SimpleNamespace(crops=np.stack(crops), teacher=np.stack(teacher).astype(np.float32),
+                            expression=np.zeros((n, 3), np.float32), identity=np.full(n, -1),
+                            is_face=np.ones(n, bool), score=np.ones(n, np.float32))
+    aug = Augment(rotation_deg=20.0, scale=0.2, shift=0.05, flip=0.5, color=0.0, blur=0.0, occlusion=0.0)
+    b = make_batch(cache, np.arange(n), 128, aug, np.random.default_rng(1), mirror=np.arange(478))
+    gy, gx = np.mgrid[0:128, 0:128] + 0.5
+    for image, target in zip(b["image"][:, 0], b["teacher"][:, 0, :2]):
+        w = image / image.sum()
+        centroid = np.array([(w * gx).sum(), (w * gy).sum()])
+        assert np.abs(centroid - target).max() < 0.1, (centroid, target)
+
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):
     from attnmesh.transformer.data import Augment, collect, save_cache
