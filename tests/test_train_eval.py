@@ -81,6 +81,7 @@ def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
     flipped = FaceCrops(records, labels["roi"], labels["teacher"], target, aug)
     plain = FaceCrops(records, labels["roi"], labels["teacher"], target, AugmentConfig.none())
     rng = np.random.default_rng(0)
+    shifts = []
     for i in range(len(records)):
         a, b = plain.sample(i, rng), flipped.sample(i, rng)
         diff = np.abs(b["image"] - a["image"][:, :, ::-1])  # the crop is the mirror image (OpenCV's fixed-point
@@ -96,6 +97,11 @@ def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
         # ... and ~ the flipped sample's teacher labels (the cached labels, mirrored and permuted)
         err2 = np.linalg.norm(pb[:, :2] - b["teacher"][:, :2], axis=-1) / iod
         assert err2.mean() < 0.035, err2.mean()
+        shifts.append(float(np.mean(pb[:, 0] - b["teacher"][:, 0])))
+    # no systematic horizontal offset between the model on the mirrored crop and the mirrored labels: mirroring
+    # the labels like pixel centres (u -> 191 - u) instead of u -> 192 - u put it at +0.5..+1.0 px (mean +0.8)
+    print("mean x offset, model on mirrored crop - mirrored labels (px):", np.round(shifts, 3))
+    assert abs(np.mean(shifts)) < 0.4, shifts
 
 
 def _tiny_config(out: Path, cache: Path, steps: tuple[int, int], lr: float = 3e-4, **kw) -> object:

@@ -444,6 +444,11 @@ class FaceCrops:
         has68 = r.points68 is not None
         gt68 = apply_affine(r.points68, m) if has68 else np.zeros((68, 2))
         if flip:  # the flipped affine mirrored the positions; relabel left <-> right
+            # FLIP mirrors pixel centres (u -> 191 - u): right for the 300-W points, annotated on pixel
+            # centres. The model's landmarks put the content of crop pixel u at u + 0.5 (pixel u spans
+            # [u, u + 1)), so their mirror is u -> 192 - u: one pixel more.
+            target[:, 0] += 1.0
+            teacher[:, 0] += 1.0
             target, teacher = target[self.mirror478], teacher[self.mirror478]
             gt68 = gt68[self.mirror68]
         x = photometric(crop, self.augment, rng)
