@@ -207,3 +207,58 @@ def test_truncated_video_keeps_what_was_decoded_and_exits_1(tmp_path):
     assert lines[-1].startswith(f"attnmesh: error: {src}: damaged video") and "truncated" in lines[-1], lines
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert 0 < len(records) < 354 and f"frames 0 to {len(records) - 1}" in lines[-1]
+
+
+def write_rotated_mp4(path: Path, frames: list[np.ndarray], degrees_clockwise: int) -> None:
+    """An H.264 MP4 of ``frames`` whose track header carries a display rotation, as phones write them: the
+    stored pixels are shown turned by ``degrees_clockwise``. (PyAV cannot set the matrix, so the 'tkhd' box
+    is patched: 16.16 fixed-point a, b, c, d of the rotation, 2.30 w = 1.)"""
+    import struct
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    matrix = box + 8 + (32 if data[box + 4] == 1 else 20) + 16  # after the times, track id, duration, layers
+    one = 1 << 16
+    a, b, c, d = {90: (0, one, -one, 0), 180: (-one, 0, 0, -one), 270: (0, -one, one, 0)}[degrees_clockwise]
+    data[matrix:matrix + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+
+
+def test_rotated_phone_video_is_read_upright(tmp_path):
+    """A portrait clip stored as landscape pixels plus a 90-degree display rotation: frames come out as OpenCV
+    (an independent reader that applies the rotation) shows them, with the face found upright."""
+    import cv2
+
+    from attnmesh.cli import _frames, _open_video
+
+    upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]  # 512 tall, 384 wide
+    path = tmp_path / "portrait.mp4"
+    write_rotated_mp4(path, [np.ascontiguousarray(np.rot90(f, 1)) for f in upright], 90)
+    container, stream = _open_video(str(path))
+    with container:
+        ours = [image for _, _, image in _frames(container, stream, None)]
+    cap = cv2.VideoCapture(str(path))
+    theirs = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        theirs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    assert len(ours) == len(theirs) == 6 and ours[0].shape == theirs[0].shape == (512, 384, 3)
+    for a, b, c in zip(ours, theirs, upright):
+        assert np.abs(a.astype(int) - b).mean() < 1.0  # the same decoder, maybe another YUV -> RGB rounding
+        assert np.abs(a.astype(int) - c).mean() < 4.0  # H.264 loss only
+
+    out = tmp_path / "portrait.jsonl"
+    r = run_cli("video", path, "--out", out, timeout=120)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(rec["width"], rec["height"]) for rec in records] == [(384, 512)] * 6
+    assert all(len(rec["faces"]) == 1 for rec in records)

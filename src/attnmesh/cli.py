@@ -419,8 +419,18 @@ def _frames(container: Any, stream: Any, max_frames: int | None) -> Any:
         except Exception as e:  # noqa: BLE001 - av.error.*: corrupt or truncated data
             raise _DecodeError(index, getattr(e, "strerror", None) or str(e)) from None
         t = frame.time
-        yield index, float(t) if t is not None else float(index / rate), frame.to_ndarray(format="rgb24")
+        yield index, float(t) if t is not None else float(index / rate), _upright(frame)
         index += 1
+
+
+def _upright(frame: Any) -> Any:
+    """RGB uint8 (H, W, 3) pixels of a decoded PyAV frame as players show them: turned by the stream's display
+    matrix (phone videos store landscape pixels with a 90/180/270 degree rotation), as OpenCV and ffmpeg do."""
+    import numpy as np
+
+    image = frame.to_ndarray(format="rgb24")
+    turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 class _DecodeError(Exception):
