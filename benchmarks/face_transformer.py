@@ -6,7 +6,8 @@
    ``talking-d14.mp4`` and ``multi-face-640x360.mp4``. Every face the detector finds (torch BlazeFace, ROI as
    ``FaceMesh``) is cropped once for each model from the same ROI; faces the teacher rejects (presence < 0.5)
    are dropped. Error of a face = mean over the 478 points of the 2D distance to the teacher's landmarks (image
-   pixels) / the teacher's inter-ocular distance (33-263), in %. Rows: the transformer on torch fp32, on ONNX
+   pixels) / the teacher's inter-ocular distance (33-263), in %. Rows: the transformer on torch fp32 (also with
+   test-time mirror averaging), on ONNX
    Runtime INT8 (dynamic, and static QDQ), and the mean-shape baseline (the mean teacher shape of the training
    faces, placed in each ROI).
 2. **300-W NME** on the validation split of ``300w-train`` (the training issue's hash split, never trained on),
@@ -215,7 +216,9 @@ def main() -> None:
     calib = make_batch(cache, np.random.default_rng(0).choice(train_faces, 64, replace=False), 128, Augment.none(),
                        np.random.default_rng(0))["image"]
     static = quantize_static_int8(fp32, tmp / "ft.int8-static.onnx", calib)
-    students = {"transformer torch fp32": student, "transformer ORT fp32": OrtStudent(fp32, a.threads),
+    students = {"transformer torch fp32": student,
+                "transformer torch fp32, mirror-averaged": TransformerLandmarkModel(model=model, mirror_average=True),
+                "transformer ORT fp32": OrtStudent(fp32, a.threads),
                 "transformer ORT INT8 dynamic": OrtStudent(dyn, a.threads),
                 "transformer ORT INT8 static": OrtStudent(static, a.threads)}
     report: dict = {"machine": header, "threads": a.threads,
@@ -257,6 +260,10 @@ def main() -> None:
                       ("transformer ORT INT8 static", "ORT INT8 static")):
         sess = students[name].session
         runners[("transformer xs", key)] = lambda s=sess: s.run(None, {"image": x128.numpy()})
+    pair = torch.cat([x128, x128.flip(-1)])
+    runners[("transformer xs", "torch fp32 mirror-avg")] = lambda: model(pair)
+    sess = students["transformer ORT fp32"].session
+    runners[("transformer xs", "ORT fp32 mirror-avg")] = lambda: sess.run(None, {"image": pair.numpy()})
     with torch.inference_mode():
         t = timed(runners, a.rounds, a.iters)
     report["speed_faces_per_s"] = {f"{m} | {b}": 1.0 / v for (m, b), v in t.items()}
@@ -304,7 +311,8 @@ def print_tables(r: dict) -> None:
     print(f"\n### Speed, model only, batch 1, {r['threads']} thread(s) (faces/s)\n")
     sp = r["speed_faces_per_s"]
     models = sorted({k.split(" | ")[0] for k in sp})
-    backends = ["torch fp32", "ORT fp32", "ORT INT8 static", "ORT INT8 dynamic"]
+    backends = ["torch fp32", "ORT fp32", "ORT INT8 static", "ORT INT8 dynamic", "torch fp32 mirror-avg",
+                "ORT fp32 mirror-avg"]
     print("| model | " + " | ".join(backends) + " |\n|---|" + "---|" * len(backends))
     for m in models:
         print(f"| {m} | " + " | ".join(f"{sp[f'{m} | {b}']:.0f}" if f"{m} | {b}" in sp else "n/a" for b in backends) + " |")
