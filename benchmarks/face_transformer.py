@@ -119,7 +119,7 @@ def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) ->
     return out
 
 
-def nme_300w(teacher, student, detector) -> dict | None:
+def nme_300w(teacher, student, averaged, detector) -> dict | None:
     try:
         from attnmesh.eval import maps, metrics
         from attnmesh.eval.evaluate import MATCH_IOU, _box
@@ -130,7 +130,8 @@ def nme_300w(teacher, student, detector) -> dict | None:
     except Exception as e:  # the map file belongs to the training issue
         return {"error": f"300-W NME not measured: {e}"}
     records = w300_records(DATA / "300w-train", split="val")
-    models = {"attention mesh (teacher)": teacher, "face transformer xs": student}
+    models = {"attention mesh (teacher)": teacher, "face transformer xs": student,
+              "face transformer xs, mirror-averaged": averaged}
     pred = {m: np.full((len(records), 68, 2), np.nan) for m in models}
     gt = np.stack([r.points68 for r in records])
     for i, r in enumerate(records):
@@ -231,7 +232,8 @@ def main() -> None:
     print(f"accuracy: {time.perf_counter() - t0:.0f} s")
     if not a.skip_300w:
         t0 = time.perf_counter()
-        report["nme_300w_val"] = nme_300w(teacher, student, detector)
+        report["nme_300w_val"] = nme_300w(teacher, student, students["transformer torch fp32, mirror-averaged"],
+                                          detector)
         print(f"300-W: {time.perf_counter() - t0:.0f} s")
 
     from attnmesh.transformer.evaluate import expression, verification
