@@ -18,11 +18,12 @@ Recipe (fixed so that results can be reproduced):
 * **Acceptance**: INT8 is offered only if the mean landmark distance to the float32 graph, in % of the
   inter-ocular distance (landmarks 33-263), is <= 0.5% on held-out images (see ``benchmarks/speed_table.py``).
 
-**Result (ONNX Runtime 1.32, 100 held-out faces): it fails.** MinMax: 1.26% IOD mean (max 2.8%);
-Percentile: 1.03% (max 2.7%); and the INT8 graph is *slower* than float32 at batch 1 on 2 threads
-(0.7-0.8x): ONNX Runtime cannot quantize PReLU, so each of the 73 blocks pays a Dequantize/Quantize pair
-around a float PReLU, on tensors too small for the int8 convolutions to win it back. INT8 is therefore
-not offered by :func:`attnmesh.backends.make_landmark_model`; the graph can still be built and measured.
+**Result (ONNX Runtime 1.32, 100 held-out faces): it fails.** MinMax: 1.3% IOD mean (max 2.9%; 1.26% on
+the graph before PRelu was decomposed); Percentile: 1.03% (max 2.7%, earlier graph); and the INT8 graph is
+*slower* than float32 at batch 1 (9.5 vs 5.4 ms on 2 threads): the activation functions (PRelu, now
+Relu/Min/Mul/Add) stay float, so each of the 73 blocks pays a Dequantize/Quantize pair on tensors too small
+for the int8 convolutions to win it back. INT8 is therefore not offered by
+:func:`attnmesh.backends.make_landmark_model`; the graph can still be built and measured.
 """
 
 from __future__ import annotations
