@@ -22,7 +22,7 @@ Coefficients (:func:`solve_coefficients`): the face's landmarks are brought into
 head pose removed (:func:`metric_landmarks`, from :func:`attnmesh.geometry.face_geometry.estimate_face_geometry`,
 the irises mapped by a local affine fit), the user's neutral face is subtracted, and ``min ||B c - d||`` is
 solved with ``0 <= c <= 1`` (``scipy.optimize.lsq_linear``, with a small sparsity prior) over the lips, the eye
-contours, the irises and the face oval (:func:`solver_ids`; the network sees all of :func:`feature_ids`),
+contours, the irises and the face oval (:func:`solver_ids`; the distilled network reads the same points),
 alongside free rigid shifts of the eyes, lips and chin (:func:`nuisance_basis`) that absorb what pose removal
 leaves, with the inner-lip loop weighted up (:data:`INNER_LIP_WEIGHT`).
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .blendshape_net import HIDDEN, INPUT_SCALE, MANIFEST_NAME, WEIGHTS_NAME, BlendshapeNet, apps_dir
-from .blendshapes import (BLENDSHAPE_NAMES, BlendshapeSolver, metric_landmarks, neutral_from_landmarks, nuisance_basis,
-                          solver_ids, synthetic_face)
+from .blendshapes import (BLENDSHAPE_NAMES, NUM_EXTENDED, BlendshapeSolver, metric_landmarks, neutral_from_landmarks,
+                          nuisance_basis, solver_ids, synthetic_face)
 
 IMAGE_SIZE = (640, 480)
 SHIFT_CM = 0.1  # sigma of the random rigid region shifts (measured on real video: up to ~0.3 cm)
@@ -44,7 +44,7 @@ def off_model_fields(rng: np.random.Generator, count: int = 64, anchors: int = 3
     from .laplacian import LaplacianEditor, canonical_editing_mesh
 
     v, tri = canonical_editing_mesh()
-    out = np.zeros((count, 478, 3))
+    out = np.zeros((count, NUM_EXTENDED, 3))
     for k in range(count):
         ids = rng.choice(_mesh_feature_ids(), anchors, replace=False)
         out[k, : len(v)] = LaplacianEditor(v, tri, ids, 1e3).solve(v[ids] + rng.normal(0, 1.0, (anchors, 3))) - v

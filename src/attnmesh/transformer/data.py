@@ -357,15 +357,6 @@ class Augment:
         return cls(0, 0, 0, 0, 0, 0, 0)
 
 
-def _mirror_478() -> np.ndarray | None:
-    try:
-        from ..eval.maps import mirror_478
-
-        return mirror_478()
-    except Exception:  # the map file is data of the training issue; without it, no flips
-        return None
-
-
 def _pixel_centre_affine(m: np.ndarray) -> np.ndarray:
     """The 2x3 affine ``m`` between continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``, the
     convention of the landmarks and of the crops' ROI mapping) rewritten for OpenCV, whose coordinates put pixel

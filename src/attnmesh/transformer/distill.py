@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
-from .data import Augment, Cache, _mirror_478, make_batch
+from .data import Augment, Cache, make_batch
 
 
 @dataclass
@@ -163,7 +164,7 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     train_idx = np.nonzero((cache.split == "train") & (faces | ~cache.is_face))[0]
     with_id = np.nonzero((cache.identity >= 0) & faces)[0]
     val_idx = np.nonzero((cache.split == "val") & faces)[0]
-    mirror = _mirror_478() if cfg.augment.flip else None
+    mirror = mirror_478() if cfg.augment.flip else None
     model = FaceTransformer(cfg.size, cfg.input_size)
     if cfg.init:
         ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
@@ -261,7 +262,7 @@ def refit_heads(model: FaceTransformer, cfg: DistillConfig, copies: int = 3, epo
     rng = np.random.default_rng(cfg.seed + 1)
     cache = Cache(Path(cfg.cache))
     faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5))[0]
-    mirror = _mirror_478() if cfg.augment.flip else None
+    mirror = mirror_478() if cfg.augment.flip else None
     views = [Augment.none()] + [cfg.augment] * (copies - 1)
     feats = np.concatenate([pooled_features(model, cache, faces, v, rng, mirror) for v in views])
     idx = np.tile(faces, len(views))
