@@ -195,7 +195,7 @@ def main() -> None:
     print(header, f"; {a.threads} thread(s)")
     if a.checkpoint:
         ck = torch.load(str(a.checkpoint), map_location="cpu", weights_only=True)
-        model = FaceTransformer(ck["size"], ck["input_size"])
+        model = FaceTransformer(ck["size"], ck["input_size"], ck.get("refine_dim", 0), ck.get("refine_steps"))
         model.load_state_dict(ck["model"])
         model.eval()
     else:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from attnmesh.models.face_transformer import (EMBEDDING_DIM, EXPRESSIONS, FaceTransformer, fold_patches,
-                                              unfold_patches)
+                                              sample_points, unfold_patches)
 from attnmesh.weights import WeightsError
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -27,16 +28,21 @@ def _one_thread():
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_heads_shapes_and_gradients(size):
     torch.manual_seed(0)
-    model = FaceTransformer(size).train()
+    model = FaceTransformer(size, refine_steps=2).train()
+    assert len(model.refiners) == 2
+    with torch.no_grad():  # the refiners' last layers start at zero: give them something to pass gradients
+        for refiner in model.refiners:
+            refiner.weight.normal_(std=0.1)
     x = torch.rand(3, 3, 128, 128)
     out = model(x)
-    assert out.landmarks.shape == (3, 478, 3)
+    assert out.landmarks.shape == (3, 478, 3) and out.coarse_landmarks.shape == (3, 478, 3)
     assert out.embedding.shape == (3, EMBEDDING_DIM)
     torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(3))
     assert out.expression.shape == (3, len(EXPRESSIONS))
     assert ((out.expression >= 0) & (out.expression <= 1)).all()
     assert out.spoof_logit.shape == (3,) and out.face_logit.shape == (3,)
-    heads = {"landmarks": model.landmark_out, "embedding": model.embedding_out, "expression": model.expression_out,
+    heads = {"landmarks": nn.ModuleList([model.landmark_out, model.refiners]), "embedding": model.embedding_out,
+             "expression": model.expression_out,
              "spoof_logit": model.spoof_out, "face_logit": model.face_out}
     for name, head in heads.items():
         model.zero_grad(set_to_none=True)
@@ -49,6 +55,48 @@ def test_heads_shapes_and_gradients(size):
         others = [h for n, h in heads.items() if n != name]
         for h in others:
             assert all(p.grad is None for p in h.parameters()), (name, "leaks into another head")
+
+
+def test_sample_points_matches_bilinear_interpolation():
+    """``sample_points`` against a direct bilinear interpolation: a map of h x w cells covering an S-pixel
+    crop has cell (i, j)'s value at crop point ((j + 0.5) S / w, (i + 0.5) S / h); between cell centres the
+    value is interpolated, beyond the outer centres it is the border cell's."""
+    rng = np.random.default_rng(0)
+    size, h, w = 128, 16, 8
+    feature = rng.normal(size=(2, 3, h, w))
+    points = rng.uniform(-4, size + 4, size=(2, 50, 3))
+
+    def bilinear(fmap, x, y):
+        u = np.clip(x * w / size - 0.5, 0, w - 1)
+        v = np.clip(y * h / size - 0.5, 0, h - 1)
+        j0, i0 = min(int(u), w - 2), min(int(v), h - 2)
+        a, b = u - j0, v - i0
+        return ((1 - a) * (1 - b) * fmap[:, i0, j0] + a * (1 - b) * fmap[:, i0, j0 + 1]
+                + (1 - a) * b * fmap[:, i0 + 1, j0] + a * b * fmap[:, i0 + 1, j0 + 1])
+
+    got = sample_points(torch.from_numpy(feature).float(), torch.from_numpy(points).float(), size).numpy()
+    assert got.shape == (2, 50, 3)
+    want = np.array([[bilinear(feature[n], *points[n, k, :2]) for k in range(50)] for n in range(2)])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    centre = sample_points(torch.from_numpy(feature).float(), torch.tensor([[[(2 + 0.5) * 16, (5 + 0.5) * 8]]] * 2,
+                                                                             dtype=torch.float32), size)
+    np.testing.assert_allclose(centre[:, 0].numpy(), feature[:, :, 5, 2], atol=1e-6)
+
+
+def test_refiner_starts_as_identity_on_a_model_without_one():
+    """A checkpoint of a model without point refiners starts a model with them at exactly its landmarks; keys
+    that do not fit are an error."""
+    from attnmesh.transformer.distill import load_init
+
+    torch.manual_seed(1)
+    plain = FaceTransformer("xs", refine_dim=0).eval()
+    refined = FaceTransformer("xs", refine_steps=2).eval()
+    load_init(refined, plain.state_dict(), log=lambda s: None)
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x).landmarks, plain(x).landmarks, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        load_init(plain, refined.state_dict(), log=lambda s: None)
 
 
 def test_input_size_112():
@@ -123,7 +171,10 @@ def test_onnx_export_parity(tmp_path):
     from attnmesh.transformer.export import OUTPUTS, export_face_transformer
 
     torch.manual_seed(0)
-    models = {"random": FaceTransformer("xs").eval()}
+    models = {"random": FaceTransformer("xs", refine_steps=2).eval()}
+    with torch.no_grad():  # non-zero refiner outputs, so the exported GridSample path is compared too
+        for refiner in models["random"].refiners:
+            refiner.weight.normal_(std=0.3)
     try:
         from attnmesh.transformer.runner import load_face_transformer
 

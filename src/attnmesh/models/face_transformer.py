@@ -8,7 +8,10 @@ Diagram, top to bottom (NCHW; "input space" = pixel coordinates of the ``input_s
       └─ InvertedResidual /2 + MobileViTBlock (patch 2x2) ────► (N, c2, 16, 16)   64 patches per position
       └─ InvertedResidual /2 + MobileViTBlock (patch 2x2) ────► (N, c3, 8, 8)     16 patches per position
       └─ InvertedResidual /2 + Conv1x1 ───────────────────────► features (N, c5, 4, 4)
-           ├─ landmarks:  Conv1x1 -> flatten -> Linear ───────► (N, 478, 3), input space (x, y; z on x's scale)
+           ├─ coarse landmarks: Conv1x1 -> flatten -> Linear ─► (N, 478, 3), input space (x, y; z on x's scale)
+           │    └─ point refinement (optional, ``refine_dim``): sample the /2, /4, /8 and /16 maps at every
+           │       coarse point (bilinear, one spatial-transformer sample per landmark), per-point MLP ──►
+           │       offsets (N, 478, 3) added to the coarse points ─► landmarks
            └─ global average pool ─┬─ embedding:  Linear -> BN -> L2 norm ─► (N, 128)
                                    ├─ expression: Linear -> SiLU -> Linear -> sigmoid ─► (N, 3) in [0, 1]
                                    │             (mouth open, smile, eyes closed)
@@ -21,13 +24,21 @@ patch form one sequence of ``N = H*W/P`` tokens; a pre-norm transformer (multi-h
 over each sequence (global receptive field, cost ``O(P * N^2 * dim) = O(H*W * N * dim)``); the sequences are
 *folded* back into the map, projected back to ``C`` channels and fused with the block input (concat + 3x3 conv).
 
+**Point refinement** (:class:`PointRefiner`): the global head regresses all 478 points from a 4x4 map, whose
+cells are 32 input pixels wide. The refiner reads the higher-resolution maps where each coarse point landed
+(``grid_sample`` at the point, the spatial transformer of the Attention Mesh reduced to one sample per
+landmark), adds a learned per-landmark embedding, and a shared MLP followed by a per-landmark linear layer
+predicts a (dx, dy, dz) correction. Its last layer starts at zero, so a refiner added to a trained model
+starts as the identity. The sampling positions are detached: the refiner learns a residual, the coarse head
+keeps its own loss.
+
 Landmarks are in the crop's own pixels: ``teacher_192 * input_size / 192`` for the same ROI, so output
 distillation from the Attention Mesh is a direct regression.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -56,12 +67,15 @@ class FaceTransformerConfig:
     mlp_ratio: float = 2.0
     landmark_channels: int = 64
     input_size: int = DEFAULT_INPUT_SIZE
+    refine_dim: int = 0  # width of the point refiner's sampled features; 0 = no refinement
+    refine_steps: int = 1  # point refiners applied one after the other, each at the last one's points
 
 
 SIZES: dict[str, FaceTransformerConfig] = {
-    "xs": FaceTransformerConfig(channels=(16, 24, 48, 64, 96), vit_dims=(64, 80), vit_depths=(2, 2), final=192),
+    "xs": FaceTransformerConfig(channels=(16, 24, 48, 64, 96), vit_dims=(64, 80), vit_depths=(2, 2), final=192,
+                                refine_dim=64),
     "s": FaceTransformerConfig(channels=(16, 32, 64, 96, 128), vit_dims=(96, 128), vit_depths=(2, 3), final=256,
-                               expand=3),
+                               expand=3, refine_dim=64),
 }
 
 
@@ -163,6 +177,43 @@ class MobileViTBlock(nn.Module):
         return self.fuse(torch.cat([x, y], 1))
 
 
+def sample_points(feature: torch.Tensor, points: torch.Tensor, input_size: int) -> torch.Tensor:
+    """Bilinear samples of ``feature`` (N, C, h, w), covering the whole ``input_size`` crop, at ``points``
+    (N, P, 2+) in input pixels (pixel ``i`` spans ``[i, i + 1)``, the landmarks' convention) -> (N, P, C).
+    Outside the map the border value is used."""
+    grid = (points[..., :2] * (2.0 / input_size) - 1.0).unsqueeze(1)  # (N, 1, P, 2), align_corners=False frame
+    out = F.grid_sample(feature, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.squeeze(2).transpose(1, 2)
+
+
+class PointRefiner(nn.Module):
+    """Per-landmark correction from features sampled where the coarse landmarks fell.
+
+    Every map in ``in_channels`` is sampled at each coarse point (:func:`sample_points`); a linear layer
+    projects the concatenated samples to ``dim`` (the same as a 1x1 conv on each map before sampling, since
+    bilinear sampling is linear, at a fraction of the cost) and a learned embedding of the landmark is added; a
+    shared LayerNorm -> Linear -> SiLU -> Linear -> SiLU turns that into ``hidden`` features, and one linear map
+    per landmark (``weight`` (P, hidden, 3), zero at start) gives its (dx, dy, dz) in input pixels."""
+
+    def __init__(self, in_channels: tuple[int, ...], num_points: int = NUM_LANDMARKS, dim: int = 64,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        self.project = nn.Linear(sum(in_channels), dim)
+        self.point_embedding = nn.Parameter(torch.randn(num_points, dim) * 0.02)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU())
+        self.weight = nn.Parameter(torch.zeros(num_points, hidden, 3))
+        self.bias = nn.Parameter(torch.zeros(num_points, 3))
+
+    def forward(self, features: list[torch.Tensor], coarse: torch.Tensor, input_size: int) -> torch.Tensor:
+        """``features``: the maps of ``in_channels``; ``coarse``: (N, P, 3) input pixels -> refined (N, P, 3)."""
+        where = coarse.detach()
+        sampled = torch.cat([sample_points(feature, where, input_size) for feature in features], -1)
+        h = self.mlp(self.project(sampled) + self.point_embedding)  # (N, P, hidden)
+        offset = (h.unsqueeze(-1) * self.weight).sum(-2) + self.bias
+        return coarse + offset
+
+
 class FaceTransformerOutput(NamedTuple):
     """Outputs of :class:`FaceTransformer`.
 
@@ -170,7 +221,8 @@ class FaceTransformerOutput(NamedTuple):
     points scaled by ``input_size / 192``; ``embedding``: (N, 128) L2-normalised identity embedding;
     ``expression``: (N, 3) in [0, 1] (:data:`EXPRESSIONS`); ``spoof_logit``: (N,) live(-)/spoof(+) logit
     (UNTRAINED in the shipped weights: no live/spoof data); ``face_logit``: (N,) face presence logit;
-    ``features``: (N, C, 4, 4) last feature map (for feature distillation or new heads).
+    ``features``: (N, C, 4, 4) last feature map (for feature distillation or new heads); ``coarse_landmarks``:
+    the global head's landmarks before point refinement (equal to ``landmarks`` without a refiner).
     """
 
     landmarks: torch.Tensor
@@ -179,16 +231,24 @@ class FaceTransformerOutput(NamedTuple):
     spoof_logit: torch.Tensor
     face_logit: torch.Tensor
     features: torch.Tensor
+    coarse_landmarks: torch.Tensor
 
 
 class FaceTransformer(nn.Module):
     """MobileViT-style face model; ``size`` is ``"xs"`` or ``"s"`` (see :data:`SIZES`)."""
 
-    def __init__(self, size: str = "xs", input_size: int | None = None) -> None:
+    def __init__(self, size: str = "xs", input_size: int | None = None, refine_dim: int | None = None,
+                 refine_steps: int | None = None) -> None:
+        """``input_size``: crop side in pixels (a multiple of 32; default the size's); ``refine_dim``: width of
+        the point refiner, 0 for none; ``refine_steps``: refiners in sequence (defaults: the size's)."""
         super().__init__()
         if size not in SIZES:
             raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
         cfg = SIZES[size]
+        if refine_dim is not None:
+            cfg = replace(cfg, refine_dim=refine_dim)
+        if refine_steps is not None:
+            cfg = replace(cfg, refine_steps=refine_steps)
         self.size = size
         self.config = cfg
         self.input_size = input_size or cfg.input_size
@@ -213,6 +273,9 @@ class FaceTransformer(nn.Module):
         self.expression_out = nn.Sequential(nn.Linear(cfg.final, 64), nn.SiLU(), nn.Linear(64, len(EXPRESSIONS)))
         self.spoof_out = nn.Sequential(nn.Linear(cfg.final, 64), nn.SiLU(), nn.Linear(64, 1))
         self.face_out = nn.Linear(cfg.final, 1)
+        steps = cfg.refine_steps if cfg.refine_dim else 0
+        self.refiners = nn.ModuleList(PointRefiner((c0, c1, c2, c3), NUM_LANDMARKS, cfg.refine_dim)
+                                      for _ in range(steps))
         nn.init.normal_(self.landmark_out.weight, std=1e-3)
         nn.init.zeros_(self.landmark_out.bias)
 
@@ -223,14 +286,21 @@ class FaceTransformer(nn.Module):
 
     def forward(self, image: torch.Tensor) -> FaceTransformerOutput:
         """``image``: (N, 3, S, S) RGB in [0, 1], S = ``input_size``."""
-        x = self.stage5(self.stage4(self.stage3(self.stage2(self.stem(image * 2.0 - 1.0)))))
-        landmarks = self.landmark_out(self.landmark_reduce(x).flatten(1)).reshape(-1, NUM_LANDMARKS, 3)
+        f1 = self.stem(image * 2.0 - 1.0)
+        f2 = self.stage2(f1)
+        f3 = self.stage3(f2)
+        f4 = self.stage4(f3)
+        x = self.stage5(f4)
+        coarse = self.landmark_out(self.landmark_reduce(x).flatten(1)).reshape(-1, NUM_LANDMARKS, 3)
+        landmarks = coarse
+        for refiner in self.refiners:
+            landmarks = refiner([f1, f2, f3, f4], landmarks, self.input_size)
         pooled = x.mean((2, 3))
         embedding = F.normalize(self.embedding_out(pooled), dim=-1)
         expression = torch.sigmoid(self.expression_out(pooled))
         spoof = self.spoof_out(pooled).reshape(-1)
         face = self.face_out(pooled).reshape(-1)
-        return FaceTransformerOutput(landmarks, embedding, expression, spoof, face, x)
+        return FaceTransformerOutput(landmarks, embedding, expression, spoof, face, x, coarse)
 
 
 def attention_flops(tokens: int, dim: int, sequences: int) -> int:
@@ -243,5 +313,5 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["EMBEDDING_DIM", "EXPRESSIONS", "SIZES", "FaceTransformer", "FaceTransformerConfig",
-           "FaceTransformerOutput", "MobileViTBlock", "TransformerLayer", "attention_flops", "count_parameters",
-           "fold_patches", "unfold_patches"]
+           "FaceTransformerOutput", "MobileViTBlock", "PointRefiner", "TransformerLayer", "attention_flops", "count_parameters",
+           "fold_patches", "sample_points", "unfold_patches"]

@@ -46,6 +46,7 @@ from .data import Augment, Cache, make_batch
 @dataclass
 class LossWeights:
     landmarks: float = 1.0
+    coarse: float = 0.5  # the global head's landmarks before point refinement (models with a refiner)
     landmarks_z: float = 0.2
     expression: float = 0.05
     embedding: float = 0.02
@@ -59,6 +60,8 @@ class DistillConfig:
     out: str = "out/ft_run"
     size: str = "xs"
     input_size: int = 128
+    refine_dim: int = -1  # point refiner width; -1: the size's default, 0: none
+    refine_steps: int = -1  # point refiners in sequence; -1: the size's default
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.02
@@ -117,6 +120,32 @@ def landmark_loss(pred: torch.Tensor, teacher: torch.Tensor, z_weight: float = 0
     return (d + z_weight * dz).mean(), d.detach()
 
 
+def read_init(path: str | Path) -> dict:
+    """A distillation checkpoint (``.pt``: model, size, input_size) or shipped weights (``.safetensors`` written
+    by :mod:`attnmesh.transformer.ship`, float16, read as float32) in the checkpoint's form."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+        size = meta.get("model", "").removeprefix("face_transformer_")
+        return {"model": state, "size": size, "input_size": int(meta.get("input_size", 0))}
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print) -> None:
+    """Load a checkpoint's weights into ``model``. A checkpoint of a model without a point refiner may start a
+    model with one (the refiner starts as the identity); any other missing or unexpected key is an error."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("refiners.")]
+    if bad or unexpected:
+        raise ValueError(f"init checkpoint does not fit: missing {bad}, unexpected {unexpected}")
+    if missing:
+        log(f"init checkpoint has no point refiner: {len(missing)} refiner tensors start fresh (identity)")
+
+
 def spoof_loss(logit: torch.Tensor, is_spoof: torch.Tensor) -> torch.Tensor:
     """Live (0) / spoof (1) binary cross-entropy."""
     return F.binary_cross_entropy_with_logits(logit, is_spoof.float())
@@ -165,13 +194,14 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     with_id = np.nonzero((cache.identity >= 0) & faces)[0]
     val_idx = np.nonzero((cache.split == "val") & faces)[0]
     mirror = mirror_478() if cfg.augment.flip else None
-    model = FaceTransformer(cfg.size, cfg.input_size)
+    model = FaceTransformer(cfg.size, cfg.input_size, None if cfg.refine_dim < 0 else cfg.refine_dim,
+                            None if cfg.refine_steps < 0 else cfg.refine_steps)
     if cfg.init:
-        ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        ck = read_init(cfg.init)
         if (ck["size"], ck["input_size"]) != (cfg.size, model.input_size):
             raise ValueError(f"init checkpoint is {ck['size']}@{ck['input_size']}, config wants "
                              f"{cfg.size}@{model.input_size}")
-        model.load_state_dict(ck["model"])
+        load_init(model, ck["model"], log)
     else:
         model.init_mean_shape(mean_shape(cache, np.nonzero(faces & (cache.split == "train"))[0], model.input_size))
     arc = ArcFace(max(len(cache.identities), 1), margin=cfg.arc_margin, scale=cfg.arc_scale)
@@ -182,7 +212,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.init:
-        log(f"continuing from {cfg.init}")
+        err0 = evaluate_landmarks(model, cache, val_idx)
+        log(f"continuing from {cfg.init}: validation mean {100 * err0.mean():.3f}% IOD")
     log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
         f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
     records: list[dict] = []
@@ -207,6 +238,9 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
         losses = {}
         if face_mask.any():
             losses["landmarks"], _ = landmark_loss(out.landmarks[face_mask], teacher[face_mask], cfg.loss.landmarks_z)
+            if len(model.refiners) and cfg.loss.coarse:
+                losses["coarse"], _ = landmark_loss(out.coarse_landmarks[face_mask], teacher[face_mask],
+                                                    cfg.loss.landmarks_z)
             losses["expression"] = F.binary_cross_entropy(out.expression[face_mask].clamp(1e-6, 1 - 1e-6),
                                                           torch.from_numpy(b["expression"])[face_mask])
         ident = torch.from_numpy(b["identity"]).long()
@@ -230,10 +264,12 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
             log(json.dumps(rec))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size,
-                        "step": step}, out_dir / "checkpoint.pt")
+                        "refine_dim": model.config.refine_dim,
+                        "refine_steps": len(model.refiners), "step": step}, out_dir / "checkpoint.pt")
     model.eval()
-    torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size, "step": step},
-               out_dir / "checkpoint.pt")
+    torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size,
+                "refine_dim": model.config.refine_dim,
+                        "refine_steps": len(model.refiners), "step": step}, out_dir / "checkpoint.pt")
     err = evaluate_landmarks(model, cache, val_idx)
     summary = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
                "val_faces": int(len(val_idx)), "val_mean_iod_pct": float(100 * err.mean()) if len(err) else None}
@@ -340,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(cfg.threads)
     if args.refit_only:
         ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
-        model = FaceTransformer(ck["size"], ck["input_size"])
+        model = FaceTransformer(ck["size"], ck["input_size"], ck.get("refine_dim"), ck.get("refine_steps"))
         model.load_state_dict(ck["model"])
         step = ck["step"]
     else:

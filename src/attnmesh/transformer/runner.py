@@ -49,7 +49,8 @@ def load_face_transformer(size: str = DEFAULT_SIZE, directory: Path | None = Non
     name = weights_name(size)
     state = load_state_dict(name, directory)
     info = _manifest_entry(name, directory)
-    model = FaceTransformer(size, int(info.get("input_size", 128)))
+    model = FaceTransformer(size, int(info.get("input_size", 128)), refine_dim=int(info.get("refine_dim", 0)),
+                            refine_steps=int(info.get("refine_steps", 1)))
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -33,7 +33,8 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
 
     directory = directory or weights_dir()
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = FaceTransformer(ck["size"], ck["input_size"])
+    arch = {"refine_dim": int(ck.get("refine_dim", 0)), "refine_steps": int(ck.get("refine_steps", 1))}
+    model = FaceTransformer(ck["size"], ck["input_size"], **arch)
     model.load_state_dict(ck["model"])
     model.eval()
     name = f"face_transformer_{ck['size']}"
@@ -45,7 +46,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
               metadata={"model": name, "input_size": str(model.input_size)})
     os.replace(tmp, file)
     os.chmod(file, 0o644)
-    half = FaceTransformer(ck["size"], ck["input_size"])
+    half = FaceTransformer(ck["size"], ck["input_size"], **arch)
     half.load_state_dict({k: v.float() for k, v in state.items()})
     half.eval()
     x = torch.rand(4, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
@@ -53,6 +54,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
         diff = float((model(x).landmarks - half(x).landmarks).abs().max())
     return set_manifest_entry(name, {
         "file": file.name, "sha256": sha256_file(file), "dtype": "float16", "input_size": model.input_size,
+        **arch,
         "fine_tuned": {
             "from": "attention_mesh", "recipe": recipes[0] if len(recipes) == 1 else recipes,
             "kind": "distillation: student trained from scratch, 'from' is the teacher",
