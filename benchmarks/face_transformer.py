@@ -1,6 +1,7 @@
 """The face transformer vs the Attention Mesh (its teacher), side by side in one run.
 
     python benchmarks/face_transformer.py [--threads 1] [--checkpoint out/ft_xs/checkpoint.pt] [--json FILE]
+        [--previous OLD.safetensors]     # rows for earlier weights too (accuracy, 300-W, torch speed)
 
 1. **Accuracy against the teacher** on held-out faces (never trained on): the 20 photos and every 10th frame of
    ``talking-d14.mp4`` and ``multi-face-640x360.mp4``. Every face the detector finds (torch BlazeFace, ROI as
@@ -45,10 +46,12 @@ from attnmesh.models.face_transformer import FaceTransformer, MobileViTBlock, un
 from attnmesh.pipeline.face_detector import FaceDetector  # noqa: E402
 from attnmesh.pipeline.face_mesh import LandmarkModel  # noqa: E402
 from attnmesh.pipeline.tracking import roi_from_detection  # noqa: E402
-from attnmesh.transformer.runner import TransformerLandmarkModel, load_face_transformer  # noqa: E402
+from attnmesh.transformer.runner import (TransformerLandmarkModel, load_face_transformer,  # noqa: E402
+                                         load_face_transformer_file)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 VAL_VIDEOS = ("talking-d14.mp4", "multi-face-640x360.mp4")
+PREVIOUS = "previous weights (--previous), torch fp32"
 
 
 def rgb(path: Path) -> np.ndarray:
@@ -119,7 +122,8 @@ def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) ->
     return out
 
 
-def nme_300w(teacher, student, averaged, detector) -> dict | None:
+def nme_300w(models: dict, detector) -> dict | None:
+    """300-W NME of every landmark runner in ``models`` (name -> runner) on the validation split."""
     try:
         from attnmesh.eval import maps, metrics
         from attnmesh.eval.evaluate import MATCH_IOU, _box
@@ -130,8 +134,6 @@ def nme_300w(teacher, student, averaged, detector) -> dict | None:
     except Exception as e:  # the map file belongs to the training issue
         return {"error": f"300-W NME not measured: {e}"}
     records = w300_records(DATA / "300w-train", split="val")
-    models = {"attention mesh (teacher)": teacher, "face transformer xs": student,
-              "face transformer xs, mirror-averaged": averaged}
     pred = {m: np.full((len(records), 68, 2), np.nan) for m in models}
     gt = np.stack([r.points68 for r in records])
     for i, r in enumerate(records):
@@ -185,6 +187,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", type=Path, default=None, help="a training checkpoint instead of the shipped weights")
     ap.add_argument("--cache", type=Path, default=Path("out/ft_cache"), help="teacher cache (mean shape, calibration)")
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="earlier weights (.pt checkpoint or shipped .safetensors) for comparison rows")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--skip-300w", action="store_true")
@@ -193,13 +197,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     header = describe()
     print(header, f"; {a.threads} thread(s)")
-    if a.checkpoint:
-        ck = torch.load(str(a.checkpoint), map_location="cpu", weights_only=True)
-        model = FaceTransformer(ck["size"], ck["input_size"], ck.get("refine_dim", 0), ck.get("refine_steps"))
-        model.load_state_dict(ck["model"])
-        model.eval()
-    else:
-        model = load_face_transformer("xs")
+    model = load_face_transformer_file(a.checkpoint) if a.checkpoint else load_face_transformer("xs")
+    previous = load_face_transformer_file(a.previous) if a.previous else None
     teacher = LandmarkModel(refine=True)
     student = TransformerLandmarkModel(model=model)
     detector = FaceDetector()
@@ -222,6 +221,8 @@ def main() -> None:
                 "transformer ORT fp32": OrtStudent(fp32, a.threads),
                 "transformer ORT INT8 dynamic": OrtStudent(dyn, a.threads),
                 "transformer ORT INT8 static": OrtStudent(static, a.threads)}
+    if previous is not None:
+        students[PREVIOUS] = TransformerLandmarkModel(model=previous)
     report: dict = {"machine": header, "threads": a.threads,
                     "weights": str(a.checkpoint) if a.checkpoint else "shipped face_transformer_xs",
                     "sizes_MB": {"onnx fp32": fp32.stat().st_size / 1e6, "onnx int8 dynamic": dyn.stat().st_size / 1e6,
@@ -232,8 +233,11 @@ def main() -> None:
     print(f"accuracy: {time.perf_counter() - t0:.0f} s")
     if not a.skip_300w:
         t0 = time.perf_counter()
-        report["nme_300w_val"] = nme_300w(teacher, student, students["transformer torch fp32, mirror-averaged"],
-                                          detector)
+        nme_models = {"attention mesh (teacher)": teacher, "face transformer xs": student,
+                      "face transformer xs, mirror-averaged": students["transformer torch fp32, mirror-averaged"]}
+        if previous is not None:
+            nme_models[PREVIOUS] = students[PREVIOUS]
+        report["nme_300w_val"] = nme_300w(nme_models, detector)
         print(f"300-W: {time.perf_counter() - t0:.0f} s")
 
     from attnmesh.transformer.evaluate import expression, verification
@@ -262,6 +266,8 @@ def main() -> None:
                       ("transformer ORT INT8 static", "ORT INT8 static")):
         sess = students[name].session
         runners[("transformer xs", key)] = lambda s=sess: s.run(None, {"image": x128.numpy()})
+    if previous is not None:
+        runners[("transformer xs, previous", "torch fp32")] = lambda: previous(x128)
     pair = torch.cat([x128, x128.flip(-1)])
     runners[("transformer xs", "torch fp32 mirror-avg")] = lambda: model(pair)
     sess = students["transformer ORT fp32"].session

@@ -176,3 +176,31 @@ def test_eval_command_counts_missed_faces(tmp_path: Path, capsys: pytest.Capture
     assert report["drift"]["attention_mesh_300w"]["faces"] >= 2
     assert "attention_mesh_300w" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nothing")]) == 1
+
+
+@needs_data
+def test_eval_command_runs_the_face_transformer(tmp_path: Path) -> None:
+    """``attnmesh eval --model face_transformer_xs`` (issue 7's 300-W number): the transformer by name and by its
+    weights file give the same report, and it lands near the teacher it was distilled from on held-out faces."""
+    import shutil
+
+    from attnmesh.train.commands import main
+    from attnmesh.weights import weights_dir
+
+    torch.set_num_threads(1)
+    data = tmp_path / "set"
+    data.mkdir()
+    for src in w300_records(W300, split="val")[:8]:
+        shutil.copy(src.image_path, data / src.image_path.name)
+        shutil.copy(src.image_path.with_suffix(".pts"), data / (src.image_path.stem + ".pts"))
+    file = str(weights_dir() / "face_transformer_xs.safetensors")
+    out = tmp_path / "report.json"
+    assert main(["eval", str(data), "--model", "attention_mesh", "--model", "face_transformer_xs", "--model", file,
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    teacher, by_name, by_file = (report["models"][k] for k in ("attention_mesh", "face_transformer_xs", file))
+    assert by_name == by_file
+    assert by_name["faces"] == 8 and by_name["missed"] == 0
+    assert by_name["nme_all"] < 1.6 * teacher["nme_all"], (by_name, teacher)
+    drift = report["drift"]["face_transformer_xs"]
+    assert drift["faces"] >= 8 and drift["mean"] < 6.0, drift

@@ -29,6 +29,42 @@ def _box(points: np.ndarray) -> tuple[float, float, float, float]:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
 
 
+TRANSFORMER_NAMES = ("transformer", "face_transformer_xs")
+
+
+def _is_face_transformer_file(path: str) -> bool:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            return "landmark_out.weight" in f.keys()
+    if path.endswith(".pt"):
+        import torch
+
+        return "landmark_out.weight" in torch.load(path, map_location="cpu", weights_only=True).get("model", {})
+    return False
+
+
+def landmark_runner(model: str, device: str = "cpu") -> Any:
+    """The 478-point landmark runner for ``model``: an Attention Mesh (shipped name such as ``attention_mesh`` or
+    ``attention_mesh_300w``, a ``.safetensors`` file or a training checkpoint ``.pt``), or the face transformer
+    (``transformer`` / ``face_transformer_xs`` for the shipped weights, or a distillation checkpoint or shipped
+    ``.safetensors`` of it). Each crops its own input size from the same ROIs."""
+    from ..pipeline.face_mesh import LandmarkModel
+
+    if model in TRANSFORMER_NAMES or _is_face_transformer_file(model):
+        from ..transformer.runner import TransformerLandmarkModel, load_face_transformer_file
+
+        if model in TRANSFORMER_NAMES:
+            return TransformerLandmarkModel("xs", device=device)
+        return TransformerLandmarkModel(model=load_face_transformer_file(model), device=device)
+    from ..train.trainer import load_net
+
+    runner = LandmarkModel(refine=True, device=device)
+    runner.net = load_net(model, device).eval()
+    return runner
+
+
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
              max_faces: int = 4, progress: bool = True,
              batch_size: int = 32, chunk: int = 64) -> dict[str, Any]:
@@ -39,14 +75,11 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
 
     from ..geometry.roi import box_iou
     from ..pipeline.face_detector import FaceDetector
-    from ..pipeline.face_mesh import LandmarkModel
     from ..pipeline.tracking import roi_from_detection
     from ..train.datasets import read_rgb
-    from ..train.trainer import load_net
 
     detector = FaceDetector(min_detection_confidence=0.5, device=device)
-    lm = LandmarkModel(refine=True, device=device)
-    states = {m: load_net(m).state_dict() for m in models}
+    runners = {m: landmark_runner(m, device) for m in models}
     index_map = maps.mesh_to_68()
     labelled = [r for r in records if r.points68 is not None]
     pred68 = {m: np.full((len(labelled), 68, 2), np.nan) for m in models}
@@ -65,7 +98,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
                 for dets in detector.process_batch(images)]
         items = [(im, roi) for im, rs in zip(images, rois) for roi in rs]
         for m in models:
-            lm.net.load_state_dict(states[m])
+            lm = runners[m]
             points = np.zeros((0, 478, 3), np.float32)
             scores = np.zeros((0,), np.float32)
             with torch.inference_mode():

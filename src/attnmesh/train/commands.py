@@ -81,8 +81,9 @@ def add_eval(sub: argparse._SubParsersAction,
     p.add_argument("dataset", help="300-W style folder (images with 68-point .pts files), an attnmesh landmark "
                                    "file (.jsonl/.npz), or a folder of photos (drift only)")
     p.add_argument("--model", action="append", metavar="M",
-                   help="weights: a shipped name (attention_mesh, attention_mesh_300w), a .safetensors file or a "
-                        "training checkpoint .pt; repeat to compare (default: attention_mesh)")
+                   help="weights: a shipped name (attention_mesh, attention_mesh_300w, face_transformer_xs), a "
+                        ".safetensors file or a training checkpoint .pt (Attention Mesh or face transformer); repeat "
+                        "to compare (default: attention_mesh)")
     p.add_argument("--split", choices=("all", "train", "val"), default="all",
                    help="the deterministic hash split of the data set to use (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",

@@ -41,6 +41,7 @@ from torch import nn
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
 from .data import Augment, Cache, make_batch
+from .runner import read_checkpoint
 
 
 @dataclass
@@ -120,21 +121,6 @@ def landmark_loss(pred: torch.Tensor, teacher: torch.Tensor, z_weight: float = 0
     return (d + z_weight * dz).mean(), d.detach()
 
 
-def read_init(path: str | Path) -> dict:
-    """A distillation checkpoint (``.pt``: model, size, input_size) or shipped weights (``.safetensors`` written
-    by :mod:`attnmesh.transformer.ship`, float16, read as float32) in the checkpoint's form."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-        size = meta.get("model", "").removeprefix("face_transformer_")
-        return {"model": state, "size": size, "input_size": int(meta.get("input_size", 0))}
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print) -> None:
     """Load a checkpoint's weights into ``model``. A checkpoint of a model without a point refiner may start a
     model with one (the refiner starts as the identity); any other missing or unexpected key is an error."""
@@ -197,7 +183,7 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     model = FaceTransformer(cfg.size, cfg.input_size, None if cfg.refine_dim < 0 else cfg.refine_dim,
                             None if cfg.refine_steps < 0 else cfg.refine_steps)
     if cfg.init:
-        ck = read_init(cfg.init)
+        ck = read_checkpoint(cfg.init)
         if (ck["size"], ck["input_size"]) != (cfg.size, model.input_size):
             raise ValueError(f"init checkpoint is {ck['size']}@{ck['input_size']}, config wants "
                              f"{cfg.size}@{model.input_size}")

@@ -55,6 +55,36 @@ def load_face_transformer(size: str = DEFAULT_SIZE, directory: Path | None = Non
     return model.eval()
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A distillation checkpoint (``.pt``: model, size, input_size, refine_dim, refine_steps) or shipped weights
+    (``.safetensors`` written by :mod:`attnmesh.transformer.ship`, float16, read as float32), in the checkpoint's
+    form. The point-refiner settings are read off the tensors when the file does not state them."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+        ck = {"model": state, "size": meta.get("model", "").removeprefix("face_transformer_"),
+              "input_size": int(meta.get("input_size", 0))}
+    else:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    steps = len({k.split(".")[1] for k in ck["model"] if k.startswith("refiners.")})
+    ck.setdefault("refine_steps", steps or 1)
+    ck.setdefault("refine_dim", int(ck["model"]["refiners.0.project.weight"].shape[0]) if steps else 0)
+    return ck
+
+
+def load_face_transformer_file(path: str | Path) -> FaceTransformer:
+    """:class:`FaceTransformer` from a distillation checkpoint or a weights file (:func:`read_checkpoint`), in
+    eval mode."""
+    ck = read_checkpoint(path)
+    model = FaceTransformer(ck["size"], ck["input_size"], ck["refine_dim"], ck["refine_steps"])
+    model.load_state_dict(ck["model"], strict=True)
+    return model.eval()
+
+
 def _manifest_entry(name: str, directory: Path | None = None) -> dict:
     from ..weights import read_manifest
 
