@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
+from attnmesh import topology  # noqa: E402
 from attnmesh.geometry.roi import project_to_image  # noqa: E402
 from attnmesh.models.face_transformer import FaceTransformer, MobileViTBlock, unfold_patches  # noqa: E402
 from attnmesh.pipeline.face_detector import FaceDetector  # noqa: E402
@@ -100,8 +101,25 @@ class OrtStudent(TransformerLandmarkModel):
         return lm, 1 / (1 + np.exp(-fl))
 
 
-def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) -> dict:
+def point_errors(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(faces, 478) distance of every point to the teacher's / the teacher's IOD, in %."""
+    iod = np.linalg.norm(ref[:, 33, :2] - ref[:, 263, :2], axis=-1)
+    return 100 * np.linalg.norm(points[..., :2] - ref[..., :2], axis=-1) / iod[:, None]
+
+
+def region_table(per_point: np.ndarray) -> dict[str, float]:
+    """Mean % IOD over the faces of each region of the mesh (the paper's per-region metric)."""
+    regions = {"lips": topology.LIPS, "eyes": topology.RIGHT_EYE + topology.LEFT_EYE,
+               "irises": topology.RIGHT_IRIS + topology.LEFT_IRIS}
+    refined = set().union(*regions.values())
+    regions["rest of the mesh"] = tuple(i for i in range(topology.NUM_MESH_LANDMARKS) if i not in refined)
+    regions["all 478"] = tuple(range(topology.NUM_REFINED_LANDMARKS))
+    return {k: float(per_point[:, list(v)].mean()) for k, v in regions.items()}
+
+
+def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) -> tuple[dict, dict]:
     out = {}
+    pooled: dict[str, list] = {k: [] for k in students}
     for set_name, images in sets.items():
         errs: dict[str, list] = {k: [] for k in [*students, "mean shape"]}
         for image in images:
@@ -116,10 +134,11 @@ def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) ->
             for name, s in students.items():
                 sp, _ = s.predict(image, rois)
                 errs[name].append(iod_error(sp[keep], ref))
+                pooled[name].append(point_errors(sp[keep], ref))
             ms = np.stack([project_to_image(mean_shape, r, 128) for r, k in zip(rois, keep) if k])
             errs["mean shape"].append(iod_error(ms, ref))
         out[set_name] = {k: stats(np.concatenate(v)) for k, v in errs.items()}
-    return out
+    return out, {k: region_table(np.concatenate(v)) for k, v in pooled.items() if "INT8" not in k}
 
 
 def nme_300w(models: dict, detector) -> dict | None:
@@ -229,7 +248,8 @@ def main() -> None:
                                  "onnx int8 static": static.stat().st_size / 1e6}}
 
     t0 = time.perf_counter()
-    report["accuracy_vs_teacher_pct_iod"] = accuracy(held_out_images(), teacher, students, mshape, detector)
+    report["accuracy_vs_teacher_pct_iod"], report["regions_vs_teacher_pct_iod"] = accuracy(
+        held_out_images(), teacher, students, mshape, detector)
     print(f"accuracy: {time.perf_counter() - t0:.0f} s")
     if not a.skip_300w:
         t0 = time.perf_counter()
@@ -291,6 +311,13 @@ def print_tables(r: dict) -> None:
     for m in acc[sets[0]]:
         print(f"| {m} | " + " | ".join(f"{acc[s][m]['mean']:.2f} / {acc[s][m]['median']:.2f} / {acc[s][m]['p95']:.2f}"
                                       for s in sets) + " |")
+    reg = r.get("regions_vs_teacher_pct_iod")
+    if reg:
+        names = list(next(iter(reg.values())))
+        print("\n### Per region vs the teacher, held-out photos and video frames pooled (% IOD, mean)\n")
+        print("| model | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+        for m, row in reg.items():
+            print(f"| {m} | " + " | ".join(f"{row[k]:.2f}" for k in names) + " |")
     n = r.get("nme_300w_val")
     if n:
         print("\n### 300-W NME, validation split of 300w-train (%)\n")
