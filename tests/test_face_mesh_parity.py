@@ -88,8 +88,11 @@ def test_video_mode_matches_reference_per_clip(video_comparisons, clip: str) -> 
     # pixel (our convolutions vs TFLite's) are amplified along the clip: two runs of attnmesh itself with
     # 1 and 2 threads differ by up to ~3% IOD on the small, turning faces of the multi-face clip. Per clip
     # we require the bulk to agree; the acceptance bound (99% within 1% IOD) is checked over all clips.
+    # The per-clip share is set at attnmesh's agreement with itself (1 vs 2 threads: 93.6% within 1% IOD on
+    # the multi-face clip): it measured 96-100% on AVX2 hosts and 94.8% on an AVX-512 host (other kernels,
+    # other summation order), so a higher bound would test the host, not the port.
     assert s["median"] <= 0.25 * VIDEO_TOLERANCE, report
-    assert (s["errors"] <= VIDEO_TOLERANCE).mean() >= 0.95, report
+    assert (s["errors"] <= VIDEO_TOLERANCE).mean() >= 0.93, report
 
 
 def test_video_mode_matches_reference_over_all_clips(video_comparisons) -> None:

@@ -238,11 +238,15 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
         return float((np.linalg.norm(p[..., :2] - t[..., :2], axis=-1).mean(-1) / iod).mean())
 
     e_student, e_mean = err(s), err(np.broadcast_to(t.mean(0), t.shape))
-    # measured at shipping: 3.8% vs 7.4% IOD on these faces (the benchmark reports the full held-out sets)
-    assert e_student < 0.7 * e_mean and e_student < 0.06, (e_student, e_mean)
-    # test-time mirror averaging (the crop and its mirror image, mapped back) is closer still
-    e_averaged = err(np.concatenate(a_all))
-    assert e_averaged < e_student, (e_averaged, e_student)
+    # measured at shipping (stage 4): 1.9% vs 7.4% IOD on these faces (the benchmark reports the full held-out
+    # sets: 2.8% photos, 2.2% video frames)
+    assert e_student < 0.4 * e_mean and e_student < 0.03, (e_student, e_mean)
+    # test-time mirror averaging: the mirrored crop's answer, mapped back (x -> 128 - x, left/right permutation),
+    # is as close to the teacher as the plain one (a wrong mapping would be pixels off), and the mean of the two
+    # is no worse (on all held-out faces it is 5% closer, README; on these few faces it is a tie)
+    a = np.concatenate(a_all)
+    e_mirrored, e_averaged = err(2 * a - s), err(a)
+    assert e_mirrored < 0.03 and e_averaged < 1.03 * e_student, (e_mirrored, e_averaged, e_student)
     with FaceMesh(static_image_mode=True, backend="torch") as fm:
         fm.landmark_model = student
         faces = fm.process(cv2.cvtColor(cv2.imread(str(DATA / "photos" / "face-biden.jpg")), cv2.COLOR_BGR2RGB))
