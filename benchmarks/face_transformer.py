@@ -76,8 +76,8 @@ def held_out_images() -> dict[str, list[np.ndarray]]:
 
 
 def iod_error(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    iod = np.linalg.norm(ref[:, 33, :2] - ref[:, 263, :2], axis=-1)
-    return 100 * np.linalg.norm(points[..., :2] - ref[..., :2], axis=-1).mean(-1) / iod
+    """(faces,) mean over the points of :func:`point_errors`, in %."""
+    return point_errors(points, ref).mean(-1)
 
 
 def stats(e: np.ndarray) -> dict[str, float]:
@@ -133,8 +133,9 @@ def accuracy(sets, teacher, students: dict, mean_shape: np.ndarray, detector) ->
             ref = tp[keep]
             for name, s in students.items():
                 sp, _ = s.predict(image, rois)
-                errs[name].append(iod_error(sp[keep], ref))
-                pooled[name].append(point_errors(sp[keep], ref))
+                per_point = point_errors(sp[keep], ref)
+                errs[name].append(per_point.mean(-1))
+                pooled[name].append(per_point)
             ms = np.stack([project_to_image(mean_shape, r, 128) for r, k in zip(rois, keep) if k])
             errs["mean shape"].append(iod_error(ms, ref))
         out[set_name] = {k: stats(np.concatenate(v)) for k, v in errs.items()}

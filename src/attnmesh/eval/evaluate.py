@@ -41,7 +41,9 @@ def _is_face_transformer_file(path: str) -> bool:
     if path.endswith(".pt"):
         import torch
 
-        return "landmark_out.weight" in torch.load(path, map_location="cpu", weights_only=True).get("model", {})
+        # mmap: only the key names are needed here, the weights are read once, by the runner
+        return "landmark_out.weight" in torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
+            "model", {})
     return False
 
 

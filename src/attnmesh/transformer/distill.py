@@ -41,7 +41,7 @@ from torch import nn
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
 from .data import Augment, Cache, make_batch
-from .runner import read_checkpoint
+from .runner import model_from_checkpoint, read_checkpoint
 
 
 @dataclass
@@ -130,6 +130,13 @@ def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print)
         raise ValueError(f"init checkpoint does not fit: missing {bad}, unexpected {unexpected}")
     if missing:
         log(f"init checkpoint has no point refiner: {len(missing)} refiner tensors start fresh (identity)")
+
+
+def save_checkpoint(model: FaceTransformer, step: int, path: Path) -> None:
+    """Weights, size, input size and step (the point-refiner settings are read off the weights on loading,
+    :func:`attnmesh.transformer.runner.read_checkpoint`)."""
+    torch.save({"model": model.state_dict(), "size": model.size, "input_size": model.input_size, "step": step},
+               path)
 
 
 def spoof_loss(logit: torch.Tensor, is_spoof: torch.Tensor) -> torch.Tensor:
@@ -249,13 +256,9 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
             records.append(rec)
             log(json.dumps(rec))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size,
-                        "refine_dim": model.config.refine_dim,
-                        "refine_steps": len(model.refiners), "step": step}, out_dir / "checkpoint.pt")
+            save_checkpoint(model, step, out_dir / "checkpoint.pt")
     model.eval()
-    torch.save({"model": model.state_dict(), "size": cfg.size, "input_size": model.input_size,
-                "refine_dim": model.config.refine_dim,
-                        "refine_steps": len(model.refiners), "step": step}, out_dir / "checkpoint.pt")
+    save_checkpoint(model, step, out_dir / "checkpoint.pt")
     err = evaluate_landmarks(model, cache, val_idx)
     summary = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
                "val_faces": int(len(val_idx)), "val_mean_iod_pct": float(100 * err.mean()) if len(err) else None}
@@ -361,9 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     log = lambda s: print(s, flush=True)  # noqa: E731
     torch.set_num_threads(cfg.threads)
     if args.refit_only:
-        ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
-        model = FaceTransformer(ck["size"], ck["input_size"], ck.get("refine_dim"), ck.get("refine_steps"))
-        model.load_state_dict(ck["model"])
+        ck = read_checkpoint(Path(cfg.out) / "checkpoint.pt")
+        model = model_from_checkpoint(ck)
         step = ck["step"]
     else:
         model, _ = train(cfg, log=log)

@@ -56,9 +56,9 @@ def load_face_transformer(size: str = DEFAULT_SIZE, directory: Path | None = Non
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """A distillation checkpoint (``.pt``: model, size, input_size, refine_dim, refine_steps) or shipped weights
-    (``.safetensors`` written by :mod:`attnmesh.transformer.ship`, float16, read as float32), in the checkpoint's
-    form. The point-refiner settings are read off the tensors when the file does not state them."""
+    """A distillation checkpoint (``.pt``: model, size, input_size, step) or shipped weights (``.safetensors``
+    written by :mod:`attnmesh.transformer.ship`, float16, read as float32), in the checkpoint's form, with the
+    point-refiner settings (``refine_dim``, ``refine_steps``) read off the tensors."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -71,18 +71,22 @@ def read_checkpoint(path: str | Path) -> dict:
     else:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     steps = len({k.split(".")[1] for k in ck["model"] if k.startswith("refiners.")})
-    ck.setdefault("refine_steps", steps or 1)
-    ck.setdefault("refine_dim", int(ck["model"]["refiners.0.project.weight"].shape[0]) if steps else 0)
+    ck["refine_steps"] = steps or 1
+    ck["refine_dim"] = int(ck["model"]["refiners.0.project.weight"].shape[0]) if steps else 0
     return ck
+
+
+def model_from_checkpoint(ck: dict) -> FaceTransformer:
+    """:class:`FaceTransformer` of a :func:`read_checkpoint` result with its weights, in eval mode."""
+    model = FaceTransformer(ck["size"], ck["input_size"], ck["refine_dim"], ck["refine_steps"])
+    model.load_state_dict(ck["model"], strict=True)
+    return model.eval()
 
 
 def load_face_transformer_file(path: str | Path) -> FaceTransformer:
     """:class:`FaceTransformer` from a distillation checkpoint or a weights file (:func:`read_checkpoint`), in
     eval mode."""
-    ck = read_checkpoint(path)
-    model = FaceTransformer(ck["size"], ck["input_size"], ck["refine_dim"], ck["refine_steps"])
-    model.load_state_dict(ck["model"], strict=True)
-    return model.eval()
+    return model_from_checkpoint(read_checkpoint(path))
 
 
 def _manifest_entry(name: str, directory: Path | None = None) -> dict:

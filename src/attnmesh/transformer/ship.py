@@ -21,6 +21,7 @@ import torch
 
 from ..models.face_transformer import FaceTransformer
 from ..weights import set_manifest_entry, sha256_file, weights_dir
+from .runner import model_from_checkpoint, read_checkpoint
 
 FLOAT32_KEYS = ("landmark_out.bias",)
 
@@ -32,11 +33,9 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
     from safetensors.torch import save_file
 
     directory = directory or weights_dir()
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    arch = {"refine_dim": int(ck.get("refine_dim", 0)), "refine_steps": int(ck.get("refine_steps", 1))}
-    model = FaceTransformer(ck["size"], ck["input_size"], **arch)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    ck = read_checkpoint(checkpoint)
+    arch = {"refine_dim": ck["refine_dim"], "refine_steps": ck["refine_steps"]}
+    model = model_from_checkpoint(ck)
     name = f"face_transformer_{ck['size']}"
     state = {k: (v.float() if k in FLOAT32_KEYS else v.half()) if v.is_floating_point() else v
              for k, v in model.state_dict().items()}
