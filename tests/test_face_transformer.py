@@ -124,7 +124,7 @@ def test_augmentation_moves_image_and_landmarks_together():
     mirroring, the blob's intensity centroid in the student input must be where the landmarks went."""
     from types import SimpleNamespace
 
-    from attnmesh.transformer.data import CACHE_CROP, Augment, make_batch
+    from attnmesh.transformer.data import CACHE_CROP, IDENTITY_VIEW, Augment, make_batch
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:CACHE_CROP, 0:CACHE_CROP] + 0.5  # pixel i spans [i, i + 1): centres at i + 0.5
@@ -135,16 +135,73 @@ def test_augmentation_moves_image_and_landmarks_together():
         crops.append(np.repeat((blob * 255).round().astype(np.uint8)[..., None], 3, axis=2))
         teacher.append(np.tile([cx, cy, 0.0], (478, 1)))
     n = len(crops)
-    cache = SimpleNamespace(crops=np.stack(crops), teacher=np.stack(teacher).astype(np.float32),
+    teacher = np.stack(teacher).astype(np.float32)
+    # view 1 of every face: a smaller, rotated, off-centre ROI inside the crop, same landmarks
+    views = np.stack([IDENTITY_VIEW, [84.0, 76.0, 110.0, 0.3]]).astype(np.float32)
+    cache = SimpleNamespace(crops=np.stack(crops), teacher=teacher, views=np.tile(views, (n, 1, 1)),
+                            view_teacher=np.repeat(teacher[:, None], 2, axis=1), view_score=np.ones((n, 2), np.float32),
                             expression=np.zeros((n, 3), np.float32), identity=np.full(n, -1),
                             is_face=np.ones(n, bool), score=np.ones(n, np.float32))
-    aug = Augment(rotation_deg=20.0, scale=0.2, shift=0.05, flip=0.5, color=0.0, blur=0.0, occlusion=0.0)
+    aug = Augment(rotation_deg=20.0, scale=0.2, shift=0.05, flip=0.5, color=0.0, blur=0.0, occlusion=0.0, view=0.5)
     b = make_batch(cache, np.arange(n), 128, aug, np.random.default_rng(1), mirror=np.arange(478))
     gy, gx = np.mgrid[0:128, 0:128] + 0.5
     for image, target in zip(b["image"][:, 0], b["teacher"][:, 0, :2]):
         w = image / image.sum()
         centroid = np.array([(w * gx).sum(), (w * gy).sum()])
         assert np.abs(centroid - target).max() < 0.1, (centroid, target)
+
+@needs_data
+def test_cached_views_are_the_teachers_answer_on_their_own_crop():
+    """Every cached view, rendered from the cache crop, must be the crop of the original image at that view's
+    ROI (rebuilt here from the face ROI and the view's cache coordinates), and its targets must be the teacher's
+    own landmarks on that direct crop (run again here), scaled 192 -> 128 px."""
+    import math
+
+    import cv2
+
+    from attnmesh.eval.maps import mirror_478
+    from attnmesh.geometry.roi import Roi, crop_image
+    from attnmesh.train.datasets import read_pts, roi_from_68
+    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, RANDOM_VIEWS, Augment, _items_for_image, _Teacher,
+                                           make_batch)
+
+    teacher = _Teacher(1)
+    pts_path = sorted((DATA / "300w-train" / "lfpw").glob("*.pts"))[3]
+    image = cv2.cvtColor(cv2.imread(str(pts_path.with_suffix(".jpg"))), cv2.COLOR_BGR2RGB)
+    first = roi_from_68(read_pts(pts_path), (image.shape[1], image.shape[0]))
+    [item] = _items_for_image(teacher, image, [first], {"source": "300w", "split": "train"}, None,
+                              np.random.default_rng(0), [None])
+    assert item.views.shape == (2 + RANDOM_VIEWS, 4) and item.view_teacher.shape == (2 + RANDOM_VIEWS, 478, 3)
+    assert np.allclose(item.view_teacher[0], item.teacher)
+    from types import SimpleNamespace
+
+    cache = SimpleNamespace(crops=item.crop[None], views=item.views[None], view_teacher=item.view_teacher[None],
+                            view_teacher_flip=item.view_teacher_flip[None], view_score=item.view_score[None], expression=np.zeros((1, 3), np.float32),
+                            identity=np.full(1, -1), is_face=np.ones(1, bool), score=np.ones(1, np.float32))
+    face = Roi(*item.meta["roi"])
+    kc = face.size * CONTEXT / CACHE_CROP  # image pixels per cache pixel
+    c, s = math.cos(face.rotation), math.sin(face.rotation)
+    for v in range(len(item.views)):
+        cx, cy, side, rot = (float(t) for t in item.views[v])
+        u, w = (cx - CACHE_CROP / 2) * kc, (cy - CACHE_CROP / 2) * kc
+        roi = Roi(face.center_x + c * u - s * w, face.center_y + s * u + c * w, side * kc, face.rotation + rot)
+        if v == 1:
+            assert roi.center_x == pytest.approx(first.center_x, abs=1e-2)
+            assert roi.size == pytest.approx(first.size, rel=1e-4)
+        b = make_batch(cache, np.array([0]), 128, Augment.none(), np.random.default_rng(0), view=v)
+        direct = crop_image(image, roi, 128).astype(np.float32) / 255
+        assert np.abs(b["image"][0].transpose(1, 2, 0) - direct).mean() < 0.02, v
+        pts, score = teacher.mesh.run(teacher.mesh.crop(image, [roi]))
+        assert np.abs(b["teacher"][0] - pts[0] * (128 / 192)).max() < 2e-3, v
+        assert b["score"][0] == pytest.approx(float(score[0]), abs=1e-6)
+        # mirrored input: the target is the teacher's own answer on the mirrored crop, not its mirrored answer
+        b = make_batch(cache, np.array([0]), 128, Augment(0, 0, 0, 1.0, 0, 0, 0), np.random.default_rng(0),
+                       mirror=mirror_478(), view=v)
+        mirrored = np.ascontiguousarray(teacher.mesh.crop(image, [roi])[:, :, ::-1])
+        assert np.abs(b["image"][0].transpose(1, 2, 0) - direct[:, ::-1]).mean() < 0.02, v
+        pts, _ = teacher.mesh.run(mirrored)
+        assert np.abs(b["teacher"][0] - pts[0] * (128 / 192)).max() < 2e-3, v
+
 
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):

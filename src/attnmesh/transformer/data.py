@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..geometry.roi import Roi, box_iou, crop_image
+from ..geometry.roi import Roi, box_iou, crop_image, normalize_radians, project_to_image
 
 CACHE_CROP = 160
 CONTEXT = 1.25  # cache crop side / ROI side
@@ -52,6 +52,15 @@ VIDEO_STEP = 5
 VAL_VIDEOS = ("talking-d14.mp4", "multi-face-640x360.mp4")
 MAX_FACES = 4
 YTF_VAL_MOD = 10
+RANDOM_VIEWS = 3  # perturbed ROIs per face, each labelled by the teacher on its own crop
+# Ranges of the random views, in the face ROI's frame (fractions of its side, radians), drawn uniformly. They
+# cover how the detector's ROI sits relative to the landmark ROI (measured on YTF and video faces: log scale
+# -0.07 +- 0.04, rotation 0.00 +- 0.05, shift x 0.00 +- 0.02, y +0.03 +- 0.02) and stay inside the cached
+# context (a view's rotated corners reach at most 0.62 of the ROI side from the centre; the crop holds 0.625).
+VIEW_LOG_SCALE = (-0.17, 0.0)
+VIEW_ROTATION = (-0.12, 0.12)
+VIEW_SHIFT_X = (-0.04, 0.04)
+VIEW_SHIFT_Y = (-0.02, 0.06)
 
 
 def ytf_identity(name: str) -> str:
@@ -80,6 +89,25 @@ def image_to_cache(points: np.ndarray, roi: Roi) -> np.ndarray:
     d = np.asarray(points, np.float64)[:, :2] - (roi.center_x, roi.center_y)
     rot = d @ np.array([[c, -s], [s, c]])  # R^T applied to row vectors
     return (rot * CACHE_CROP / (roi.size * CONTEXT) + CACHE_CROP / 2).astype(np.float32)
+
+
+def view_in_cache(view: Roi, roi: Roi) -> np.ndarray:
+    """The image-pixel ROI ``view`` as (centre x, centre y, side, rotation) in the cache crop of face ROI ``roi``
+    (cache pixels; rotation relative to the face ROI's, radians)."""
+    c = image_to_cache(np.array([[view.center_x, view.center_y]]), roi)[0]
+    side = view.size * CACHE_CROP / (roi.size * CONTEXT)
+    return np.array([c[0], c[1], side, normalize_radians(view.rotation - roi.rotation)], np.float32)
+
+
+def random_view(roi: Roi, rng: np.random.Generator) -> Roi:
+    """A perturbed copy of face ROI ``roi`` (ranges ``VIEW_*``), in image pixels."""
+    u, v = rng.uniform(*VIEW_SHIFT_X) * roi.size, rng.uniform(*VIEW_SHIFT_Y) * roi.size
+    c, s = math.cos(roi.rotation), math.sin(roi.rotation)
+    return Roi(roi.center_x + c * u - s * v, roi.center_y + s * u + c * v,
+               roi.size * math.exp(rng.uniform(*VIEW_LOG_SCALE)), roi.rotation + rng.uniform(*VIEW_ROTATION))
+
+
+IDENTITY_VIEW = np.array([CACHE_CROP / 2, CACHE_CROP / 2, CACHE_CROP / CONTEXT, 0.0], np.float32)
 
 
 def expression_measures(points: np.ndarray) -> np.ndarray:
@@ -149,6 +177,10 @@ class _Item:
     score: float
     gt68: np.ndarray | None
     meta: dict
+    views: np.ndarray | None = None  # (V, 4) (cx, cy, side, rotation) in cache pixels; row 0 the face ROI
+    view_teacher: np.ndarray | None = None  # (V, 478, 3) the teacher on each view's own crop, cache pixels
+    view_score: np.ndarray | None = None  # (V,)
+    view_teacher_flip: np.ndarray | None = None  # (V, 478, 3) the teacher on each view's mirrored crop, see below
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
@@ -157,14 +189,47 @@ def _read_rgb(path: Path) -> np.ndarray | None:
 
 
 def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], meta: dict,
-                     gt68: np.ndarray | None = None) -> list[_Item]:
+                     gt68: np.ndarray | None = None, rng: np.random.Generator | None = None,
+                     detected: list[Roi | None] | None = None) -> list[_Item]:
+    """One cache item per first ROI. Views (when ``rng`` is given): row 0 the face (second-pass) ROI with the
+    second-pass landmarks; row 1 the ROI a detector gives for this face (``detected[j]``, else the first ROI)
+    with the teacher's first-pass answer on it; then ``RANDOM_VIEWS`` perturbed ROIs, each with the teacher's
+    answer on its own crop. The teacher is not equivariant to its crop (its first and second passes differ by
+    ~1.7% IOD; its answer on a mirrored crop, mirrored back, differs from its answer by ~2.0%), so a view's
+    labels are the teacher's output on that exact crop, not a transformed copy; ``view_teacher_flip`` holds its
+    answer on the mirrored crop, mirrored back into the unmirrored frame and landmark order (so that
+    :func:`make_batch`'s mirroring of an input gives back exactly the teacher's answer on it)."""
+    from ..eval.maps import mirror_478
+
+    mirror = mirror_478() if rng is not None else None
     out = []
     for j, (roi, pts, score) in enumerate(teacher.two_pass(image, first)):
         big = Roi(roi.center_x, roi.center_y, roi.size * CONTEXT, roi.rotation)
         crop = crop_image(image, big, CACHE_CROP, border="replicate")
         g = image_to_cache(gt68, roi) if gt68 is not None else None
-        out.append(_Item(crop, teacher_to_cache(pts), score, g,
-                         {**meta, "face": j, "roi": [float(v) for v in roi.as_tuple()]}))
+        item = _Item(crop, teacher_to_cache(pts), score, g, {**meta, "face": j, "roi": [float(v) for v in roi.as_tuple()]})
+        if rng is not None:
+            det = detected[j] if detected is not None and detected[j] is not None else first[j]
+            views = [roi, det] + [random_view(roi, rng) for _ in range(RANDOM_VIEWS)]
+            crops = teacher.mesh.crop(image, views)
+            vp, vs = teacher.mesh.run(crops[1:])
+            fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
+            fp[..., 0] = TEACHER_SIZE - fp[..., 0]  # back to the unmirrored crop (x -> size - x) ...
+            fp = fp[:, mirror]  # ... and to the unmirrored face's landmark order
+
+            def to_cache(p: np.ndarray, v: Roi) -> np.ndarray:
+                img_pts = project_to_image(p, v, TEACHER_SIZE)
+                lab = np.empty_like(item.teacher)
+                lab[:, :2] = image_to_cache(img_pts[:, :2], roi)
+                lab[:, 2] = img_pts[:, 2] * CACHE_CROP / (roi.size * CONTEXT)
+                return lab
+
+            item.views = np.stack([view_in_cache(v, roi) for v in views])
+            item.views[0] = IDENTITY_VIEW
+            item.view_teacher = np.stack([item.teacher] + [to_cache(p, v) for p, v in zip(vp, views[1:])])
+            item.view_teacher_flip = np.stack([to_cache(p, v) for p, v in zip(fp, views)]).astype(np.float32)
+            item.view_score = np.array([score, *vs], np.float32)
+        out.append(item)
     return out
 
 
@@ -193,13 +258,17 @@ def _video_frames(path: Path, step: int):
 
 
 def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos", "videos"),
-            limit: int | None = None, video_step: int = VIDEO_STEP, log=print, threads: int = 1) -> list[_Item]:
-    """Teacher-labelled faces of ``data_root`` (``../shared/data``); ``limit`` caps faces per source (tests)."""
+            limit: int | None = None, video_step: int = VIDEO_STEP, log=print, threads: int = 1,
+            views: bool = True) -> list[_Item]:
+    """Teacher-labelled faces of ``data_root`` (``../shared/data``); ``limit`` caps faces per source (tests);
+    ``views``: also label the detector's ROI and ``RANDOM_VIEWS`` perturbed ROIs of every face (see
+    :func:`_items_for_image`)."""
     from ..train.datasets import read_pts, roi_from_68, split_of, split_key
 
     data_root = Path(data_root)
     teacher = _Teacher(threads)
     rng = np.random.default_rng(0)
+    view_rng = np.random.default_rng(1) if views else None
     items: list[_Item] = []
 
     def full(n: int) -> bool:
@@ -218,7 +287,11 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             p68 = read_pts(pts_path)
             key = split_key(img_path)
             roi = roi_from_68(p68, (image.shape[1], image.shape[0]))
-            new = _items_for_image(teacher, image, [roi], {"source": "300w", "key": key, "split": split_of(key)}, p68)
+            # the detector's ROI of this face (the one overlapping the annotation's box best, IoU >= 0.3)
+            found = [(box_iou(d.box(), roi.box()), d) for d in teacher.detect(image)] if views else []
+            best = max(found, key=lambda t: t[0], default=(0.0, None))
+            new = _items_for_image(teacher, image, [roi], {"source": "300w", "key": key, "split": split_of(key)}, p68,
+                                   view_rng, [best[1] if best[0] >= 0.3 else None])
             items += new
             n += len(new)
         log(f"300w: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -233,7 +306,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             ident = ytf_identity(img_path.name)
             rois = teacher.detect(image)[:1]
             new = _items_for_image(teacher, image, rois, {"source": "ytf", "key": f"ytf/{img_path.name}",
-                                                          "split": ytf_split(ident), "identity": ident})
+                                                          "split": ytf_split(ident), "identity": ident}, None, view_rng)
             items += new
             n += len(new)
         log(f"ytf: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -246,7 +319,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             if image is None:
                 continue
             new = _items_for_image(teacher, image, teacher.detect(image),
-                                   {"source": "photos", "key": f"photos/{img_path.name}", "split": "val"})
+                                   {"source": "photos", "key": f"photos/{img_path.name}", "split": "val"}, None, view_rng)
             items += new
             n += len(new)
         log(f"photos: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -260,7 +333,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
                     break
                 rois = teacher.detect(image)
                 meta = {"source": "videos", "key": f"videos/{vid.name}#{k}", "split": split}
-                new = _items_for_image(teacher, image, rois, meta)
+                new = _items_for_image(teacher, image, rois, meta, None, view_rng)
                 items += new
                 n += len(new)
                 if split == "train":
@@ -296,6 +369,23 @@ def save_cache(items: list[_Item], out: Path) -> Path:
     np.save(out / "teacher.npy", teacher)
     np.save(out / "gt68.npy", gt68.astype(np.float32))
     np.save(out / "score.npy", score)
+    with_views = [it for it in items if it.views is not None]
+    if with_views:  # negatives get the identity view only, NaN elsewhere
+        v = len(with_views[0].views)
+        views = np.full((len(items), v, 4), np.nan, np.float32)
+        view_teacher = np.full((len(items), v, 478, 3), np.nan, np.float32)
+        view_teacher_flip = np.full((len(items), v, 478, 3), np.nan, np.float32)
+        view_score = np.zeros((len(items), v), np.float32)
+        for n, it in enumerate(items):
+            if it.views is not None:
+                views[n], view_teacher[n], view_score[n] = it.views, it.view_teacher, it.view_score
+                view_teacher_flip[n] = it.view_teacher_flip
+            else:
+                views[n, 0], view_teacher[n, 0], view_score[n, 0] = IDENTITY_VIEW, it.teacher, it.score
+        np.save(out / "views.npy", views)
+        np.save(out / "view_teacher.npy", view_teacher)
+        np.save(out / "view_score.npy", view_score)
+        np.save(out / "view_teacher_flip.npy", view_teacher_flip)
     (out / "meta.json").write_text(json.dumps({
         "crop": CACHE_CROP, "context": CONTEXT, "teacher_size": TEACHER_SIZE,
         "expression": {"names": ["mouth_open", "smile", "eyes_closed"], "lo": lo.tolist(), "hi": hi.tolist(),
@@ -314,6 +404,16 @@ class Cache:
         self.teacher = np.load(folder / "teacher.npy")
         self.gt68 = np.load(folder / "gt68.npy")
         self.score = np.load(folder / "score.npy")
+        if (folder / "views.npy").is_file():
+            self.views = np.load(folder / "views.npy")
+            self.view_teacher = np.load(folder / "view_teacher.npy", mmap_mode="r")
+            self.view_score = np.load(folder / "view_score.npy")
+            self.view_teacher_flip = np.load(folder / "view_teacher_flip.npy", mmap_mode="r")
+        else:  # a cache built without views: the face ROI only
+            self.views = np.broadcast_to(IDENTITY_VIEW, (len(self.score), 1, 4)).copy()
+            self.view_teacher = self.teacher[:, None]
+            self.view_score = self.score[:, None].copy()
+            self.view_teacher_flip = None  # mirrored samples reuse the unmirrored labels, mirrored
         info = json.loads((folder / "meta.json").read_text())
         self.meta = info["items"]
         self.expr_lo = np.asarray(info["expression"]["lo"])
@@ -351,10 +451,11 @@ class Augment:
     color: float = 0.25
     blur: float = 0.1
     occlusion: float = 0.1
+    view: float = 0.0  # probability of taking one of the cached views other than the face ROI (uniformly)
 
     @classmethod
     def none(cls) -> Augment:
-        return cls(0, 0, 0, 0, 0, 0, 0)
+        return cls(0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def _pixel_centre_affine(m: np.ndarray) -> np.ndarray:
@@ -366,32 +467,53 @@ def _pixel_centre_affine(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def view_affine(view: np.ndarray, size: int) -> np.ndarray:
+    """2x3 affine from cache pixels to the ``size``-pixel input of the view (cx, cy, side, rotation)."""
+    cx, cy, side, rot = (float(v) for v in view)
+    c, s = math.cos(rot), math.sin(rot)
+    k = size / side
+    a = k * np.array([[c, s], [-s, c]])  # R(rot)^T: the inverse of crop_to_image_affine's rotation
+    return np.concatenate([a, (np.array([size / 2, size / 2]) - a @ np.array([cx, cy]))[:, None]], 1)
+
+
 def make_batch(cache: Cache, idx: np.ndarray, size: int, aug: Augment, rng: np.random.Generator,
-               mirror: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               mirror: np.ndarray | None = None, view: int | None = None) -> dict[str, np.ndarray]:
     """Student inputs (B, 3, size, size) float32 in [0, 1] and targets in the input's pixels.
 
-    One affine ``m`` (rotation, scale, shift, optional mirror) maps the cached crop to the input, applied to
-    the landmarks as is and to the image through :func:`_pixel_centre_affine`. (Until this was made explicit,
-    the mirror used OpenCV's ``x -> size - 1 - x`` on the landmarks too, so every mirrored sample's labels
-    were 1 input pixel, ~2% IOD, off.)"""
+    Each sample starts from one cached view (``view`` if given and the face has it, else the face ROI, or with
+    probability ``aug.view`` another of its views): the view's ROI is the input square and the teacher's answer
+    on that crop is the target. One affine ``m`` (the view, then rotation, scale, shift about the input centre,
+    optional mirror) maps the cached crop to the input, applied to the landmarks as is and to the image through
+    :func:`_pixel_centre_affine`. (Until this was made explicit, the mirror used OpenCV's ``x -> size - 1 - x``
+    on the landmarks too, so every mirrored sample's labels were 1 input pixel, ~2% IOD, off.)"""
     b = len(idx)
     images = np.empty((b, 3, size, size), np.float32)
     teacher = np.empty((b, 478, 3), np.float32)
-    k0 = size / (CACHE_CROP / CONTEXT)  # cache pixels -> input pixels
+    score = np.empty(b, np.float32)
     for n, i in enumerate(idx):
+        have = np.nonzero(~np.isnan(cache.views[i, :, 0]))[0]
+        v = 0
+        if view is not None:
+            v = view if view in have else 0
+        elif aug.view and len(have) > 1 and rng.random() < aug.view:
+            v = int(rng.choice(have[1:]))
+        mv = view_affine(cache.views[i, v], size)
         rot = math.radians(rng.uniform(-aug.rotation_deg, aug.rotation_deg)) if aug.rotation_deg else 0.0
-        k = k0 * math.exp(rng.uniform(-aug.scale, aug.scale)) if aug.scale else k0
+        k = math.exp(rng.uniform(-aug.scale, aug.scale)) if aug.scale else 1.0
         dx, dy = (rng.uniform(-aug.shift, aug.shift) * size for _ in range(2)) if aug.shift else (0.0, 0.0)
         c, s = math.cos(rot) * k, math.sin(rot) * k
         a = np.array([[c, -s], [s, c]])
-        t = np.array([size / 2 + dx, size / 2 + dy]) - a @ np.array([CACHE_CROP / 2, CACHE_CROP / 2])
-        m = np.concatenate([a, t[:, None]], 1)
+        t = np.array([size / 2 + dx, size / 2 + dy]) - a @ np.array([size / 2, size / 2])
+        m = np.concatenate([a @ mv[:, :2], (a @ mv[:, 2] + t)[:, None]], 1)
+        k = k * size / float(cache.views[i, v, 2])  # z scale: cache pixels -> input pixels
         flip = mirror is not None and rng.random() < aug.flip
         if flip:  # x -> size - x: the landmarks' convention (pixel i spans [i, i + 1)), not x -> size - 1 - x
             m = np.array([[-1.0, 0.0, float(size)], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
         crop = cv2.warpAffine(np.asarray(cache.crops[i]), _pixel_centre_affine(m), (size, size),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        p = cache.teacher[i].astype(np.float64)
+        exact_flip = flip and getattr(cache, "view_teacher_flip", None) is not None
+        p = np.asarray((cache.view_teacher_flip if exact_flip else cache.view_teacher)[i, v], np.float64)
+        score[n] = cache.view_score[i, v]
         q = np.empty_like(p)
         q[:, :2] = p[:, :2] @ m[:, :2].T + m[:, 2]
         q[:, 2] = p[:, 2] * k
@@ -412,7 +534,7 @@ def make_batch(cache: Cache, idx: np.ndarray, size: int, aug: Augment, rng: np.r
         teacher[n] = q
     return {"image": images, "teacher": teacher, "expression": cache.expression[idx],
             "identity": cache.identity[idx], "is_face": cache.is_face[idx].astype(np.float32),
-            "score": cache.score[idx]}
+            "score": score}
 
 
 def main(argv: list[str] | None = None) -> None:
