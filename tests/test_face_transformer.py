@@ -139,7 +139,8 @@ def test_augmentation_moves_image_and_landmarks_together():
     # view 1 of every face: a smaller, rotated, off-centre ROI inside the crop, same landmarks
     views = np.stack([IDENTITY_VIEW, [84.0, 76.0, 110.0, 0.3]]).astype(np.float32)
     cache = SimpleNamespace(crops=np.stack(crops), teacher=teacher, views=np.tile(views, (n, 1, 1)),
-                            view_teacher=np.repeat(teacher[:, None], 2, axis=1), view_score=np.ones((n, 2), np.float32),
+                            view_teacher=np.repeat(teacher[:, None], 2, axis=1), view_teacher_flip=None,
+                            view_score=np.ones((n, 2), np.float32),
                             expression=np.zeros((n, 3), np.float32), identity=np.full(n, -1),
                             is_face=np.ones(n, bool), score=np.ones(n, np.float32))
     aug = Augment(rotation_deg=20.0, scale=0.2, shift=0.05, flip=0.5, color=0.0, blur=0.0, occlusion=0.0, view=0.5)
@@ -162,8 +163,8 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
     from attnmesh.train.datasets import read_pts, roi_from_68
-    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, RANDOM_VIEWS, Augment, _items_for_image, _Teacher,
-                                           make_batch)
+    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, DETECTOR_VIEW, RANDOM_VIEWS, Augment,
+                                           _items_for_image, _Teacher, make_batch)
 
     teacher = _Teacher(1)
     pts_path = sorted((DATA / "300w-train" / "lfpw").glob("*.pts"))[3]
@@ -176,7 +177,8 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
     from types import SimpleNamespace
 
     cache = SimpleNamespace(crops=item.crop[None], views=item.views[None], view_teacher=item.view_teacher[None],
-                            view_teacher_flip=item.view_teacher_flip[None], view_score=item.view_score[None], expression=np.zeros((1, 3), np.float32),
+                            view_teacher_flip=item.view_teacher_flip[None], view_score=item.view_score[None],
+                            expression=np.zeros((1, 3), np.float32),
                             identity=np.full(1, -1), is_face=np.ones(1, bool), score=np.ones(1, np.float32))
     face = Roi(*item.meta["roi"])
     kc = face.size * CONTEXT / CACHE_CROP  # image pixels per cache pixel
@@ -185,7 +187,7 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
         cx, cy, side, rot = (float(t) for t in item.views[v])
         u, w = (cx - CACHE_CROP / 2) * kc, (cy - CACHE_CROP / 2) * kc
         roi = Roi(face.center_x + c * u - s * w, face.center_y + s * u + c * w, side * kc, face.rotation + rot)
-        if v == 1:
+        if v == DETECTOR_VIEW:
             assert roi.center_x == pytest.approx(first.center_x, abs=1e-2)
             assert roi.size == pytest.approx(first.size, rel=1e-4)
         b = make_batch(cache, np.array([0]), 128, Augment.none(), np.random.default_rng(0), view=v)

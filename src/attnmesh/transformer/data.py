@@ -113,7 +113,18 @@ def random_view(roi: Roi, rng: np.random.Generator) -> Roi:
                roi.size * math.exp(rng.uniform(*VIEW_LOG_SCALE)), roi.rotation + rng.uniform(*VIEW_ROTATION))
 
 
+def crop_points_to_cache(points192: np.ndarray, crop_roi: Roi, roi: Roi) -> np.ndarray:
+    """Teacher landmarks (478, 3) in the 192-space of image ROI ``crop_roi`` -> the cache crop's pixels of face
+    ROI ``roi`` (z on x's scale)."""
+    img = project_to_image(points192, crop_roi, TEACHER_SIZE)
+    out = np.empty((len(img), 3), np.float32)
+    out[:, :2] = image_to_cache(img[:, :2], roi)
+    out[:, 2] = img[:, 2] * CACHE_CROP / (roi.size * CONTEXT)
+    return out
+
+
 IDENTITY_VIEW = np.array([CACHE_CROP / 2, CACHE_CROP / 2, CACHE_CROP / CONTEXT, 0.0], np.float32)
+DETECTOR_VIEW = 1  # row of the views arrays that holds the detector's ROI of the face
 
 
 def expression_measures(points: np.ndarray) -> np.ndarray:
@@ -213,7 +224,8 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
         big = Roi(roi.center_x, roi.center_y, roi.size * CONTEXT, roi.rotation)
         crop = crop_image(image, big, CACHE_CROP, border="replicate")
         g = image_to_cache(gt68, roi) if gt68 is not None else None
-        item = _Item(crop, teacher_to_cache(pts), score, g, {**meta, "face": j, "roi": [float(v) for v in roi.as_tuple()]})
+        item = _Item(crop, teacher_to_cache(pts), score, g,
+                     {**meta, "face": j, "roi": [float(v) for v in roi.as_tuple()]})
         if rng is not None:
             det = detected[j] if detected is not None and detected[j] is not None else first[j]
             views = [roi, det] + [random_view(roi, rng) for _ in range(RANDOM_VIEWS)]
@@ -222,18 +234,10 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
             fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
             fp[..., 0] = TEACHER_SIZE - fp[..., 0]  # back to the unmirrored crop (x -> size - x) ...
             fp = fp[:, mirror]  # ... and to the unmirrored face's landmark order
-
-            def to_cache(p: np.ndarray, v: Roi) -> np.ndarray:
-                img_pts = project_to_image(p, v, TEACHER_SIZE)
-                lab = np.empty_like(item.teacher)
-                lab[:, :2] = image_to_cache(img_pts[:, :2], roi)
-                lab[:, 2] = img_pts[:, 2] * CACHE_CROP / (roi.size * CONTEXT)
-                return lab
-
-            item.views = np.stack([view_in_cache(v, roi) for v in views])
-            item.views[0] = IDENTITY_VIEW
-            item.view_teacher = np.stack([item.teacher] + [to_cache(p, v) for p, v in zip(vp, views[1:])])
-            item.view_teacher_flip = np.stack([to_cache(p, v) for p, v in zip(fp, views)]).astype(np.float32)
+            item.views = np.stack([IDENTITY_VIEW] + [view_in_cache(v, roi) for v in views[1:]])
+            item.view_teacher = np.stack([item.teacher] + [crop_points_to_cache(p, v, roi)
+                                                           for p, v in zip(vp, views[1:])])
+            item.view_teacher_flip = np.stack([crop_points_to_cache(p, v, roi) for p, v in zip(fp, views)])
             item.view_score = np.array([score, *vs], np.float32)
         out.append(item)
     return out
@@ -325,7 +329,8 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             if image is None:
                 continue
             new = _items_for_image(teacher, image, teacher.detect(image),
-                                   {"source": "photos", "key": f"photos/{img_path.name}", "split": "val"}, None, view_rng)
+                                   {"source": "photos", "key": f"photos/{img_path.name}", "split": "val"}, None,
+                                   view_rng)
             items += new
             n += len(new)
         log(f"photos: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -517,7 +522,7 @@ def make_batch(cache: Cache, idx: np.ndarray, size: int, aug: Augment, rng: np.r
             m = np.array([[-1.0, 0.0, float(size)], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
         crop = cv2.warpAffine(np.asarray(cache.crops[i]), _pixel_centre_affine(m), (size, size),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        exact_flip = flip and getattr(cache, "view_teacher_flip", None) is not None
+        exact_flip = flip and cache.view_teacher_flip is not None
         p = np.asarray((cache.view_teacher_flip if exact_flip else cache.view_teacher)[i, v], np.float64)
         score[n] = cache.view_score[i, v]
         q = np.empty_like(p)

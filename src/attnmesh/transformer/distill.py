@@ -40,7 +40,7 @@ from torch import nn
 
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
-from .data import Augment, Cache, make_batch
+from .data import DETECTOR_VIEW, Augment, Cache, make_batch
 from .runner import model_from_checkpoint, read_checkpoint
 
 
@@ -159,7 +159,8 @@ def _sample_indices(cache: Cache, train: np.ndarray, with_id: np.ndarray, cfg: D
 def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, batch: int = 64,
                        view: int = 0) -> np.ndarray:
     """Per-face mean distance to the teacher / teacher IOD on the un-augmented crops of ``idx``: the face ROI
-    (``view`` 0) or another cached view (1: the detector's ROI), against the teacher's answer on that crop."""
+    (``view`` 0) or another cached view (``DETECTOR_VIEW``: the detector's ROI), against the teacher's answer on
+    that crop."""
     model.eval()
     errs = []
     for s in range(0, len(idx), batch):
@@ -207,12 +208,13 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    detector_view = cache.views.shape[1] > 1
+    detector_view = cache.views.shape[1] > DETECTOR_VIEW
     if cfg.init:
         err0 = evaluate_landmarks(model, cache, val_idx)
         msg = f"continuing from {cfg.init}: validation mean {100 * err0.mean():.3f}% IOD"
         if detector_view:
-            msg += f" (face ROI), {100 * evaluate_landmarks(model, cache, val_idx, view=1).mean():.3f}% (detector ROI)"
+            err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
+            msg += f" (face ROI), {100 * err_det.mean():.3f}% (detector ROI)"
         log(msg)
     log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
         f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
@@ -270,7 +272,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     summary = {"steps": step, "seconds": round(time.perf_counter() - t0, 1),
                "val_faces": int(len(val_idx)), "val_mean_iod_pct": float(100 * err.mean()) if len(err) else None}
     if detector_view and len(val_idx):
-        summary["val_detector_roi_mean_iod_pct"] = float(100 * evaluate_landmarks(model, cache, val_idx, view=1).mean())
+        err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
+        summary["val_detector_roi_mean_iod_pct"] = float(100 * err_det.mean())
     log(json.dumps(summary))
     (out_dir / "log.json").write_text(json.dumps({"records": records, "summary": summary}, indent=1))
     return model, records
