@@ -170,9 +170,10 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
     pts_path = sorted((DATA / "300w-train" / "lfpw").glob("*.pts"))[3]
     image = cv2.cvtColor(cv2.imread(str(pts_path.with_suffix(".jpg"))), cv2.COLOR_BGR2RGB)
     first = roi_from_68(read_pts(pts_path), (image.shape[1], image.shape[0]))
+    random_views = RANDOM_VIEWS + 1  # not the default: the count must follow the argument
     [item] = _items_for_image(teacher, image, [first], {"source": "300w", "split": "train"}, None,
-                              np.random.default_rng(0), [None])
-    assert item.views.shape == (2 + RANDOM_VIEWS, 4) and item.view_teacher.shape == (2 + RANDOM_VIEWS, 478, 3)
+                              np.random.default_rng(0), [None], random_views=random_views)
+    assert item.views.shape == (2 + random_views, 4) and item.view_teacher.shape == (2 + random_views, 478, 3)
     assert np.allclose(item.view_teacher[0], item.teacher)
     from types import SimpleNamespace
 

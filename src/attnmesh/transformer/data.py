@@ -207,10 +207,10 @@ def _read_rgb(path: Path) -> np.ndarray | None:
 
 def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], meta: dict,
                      gt68: np.ndarray | None = None, rng: np.random.Generator | None = None,
-                     detected: list[Roi | None] | None = None) -> list[_Item]:
+                     detected: list[Roi | None] | None = None, random_views: int = RANDOM_VIEWS) -> list[_Item]:
     """One cache item per first ROI. Views (when ``rng`` is given): row 0 the face (second-pass) ROI with the
     second-pass landmarks; row 1 the ROI a detector gives for this face (``detected[j]``, else the first ROI)
-    with the teacher's first-pass answer on it; then ``RANDOM_VIEWS`` perturbed ROIs, each with the teacher's
+    with the teacher's first-pass answer on it; then ``random_views`` perturbed ROIs, each with the teacher's
     answer on its own crop. The teacher is not equivariant to its crop (its first and second passes differ by
     ~1.7% IOD; its answer on a mirrored crop, mirrored back, differs from its answer by ~2.0%), so a view's
     labels are the teacher's output on that exact crop, not a transformed copy; ``view_teacher_flip`` holds its
@@ -228,7 +228,7 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
                      {**meta, "face": j, "roi": [float(v) for v in roi.as_tuple()]})
         if rng is not None:
             det = detected[j] if detected is not None and detected[j] is not None else first[j]
-            views = [roi, det] + [random_view(roi, rng) for _ in range(RANDOM_VIEWS)]
+            views = [roi, det] + [random_view(roi, rng) for _ in range(random_views)]
             crops = teacher.mesh.crop(image, views)
             vp, vs = teacher.mesh.run(crops[1:])
             fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
@@ -269,9 +269,9 @@ def _video_frames(path: Path, step: int):
 
 def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos", "videos"),
             limit: int | None = None, video_step: int = VIDEO_STEP, log=print, threads: int = 1,
-            views: bool = True) -> list[_Item]:
+            views: bool = True, random_views: int = RANDOM_VIEWS) -> list[_Item]:
     """Teacher-labelled faces of ``data_root`` (``../shared/data``); ``limit`` caps faces per source (tests);
-    ``views``: also label the detector's ROI and ``RANDOM_VIEWS`` perturbed ROIs of every face (see
+    ``views``: also label the detector's ROI and ``random_views`` perturbed ROIs of every face (see
     :func:`_items_for_image`)."""
     from ..train.datasets import read_pts, roi_from_68, split_of, split_key
 
@@ -279,6 +279,8 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
     teacher = _Teacher(threads)
     rng = np.random.default_rng(0)
     view_rng = np.random.default_rng(1) if views else None
+    if random_views < 0:
+        raise ValueError(f"random_views must be >= 0, got {random_views}")
     items: list[_Item] = []
 
     def full(n: int) -> bool:
@@ -301,7 +303,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             found = [(box_iou(d.box(), roi.box()), d) for d in teacher.detect(image)] if views else []
             best = max(found, key=lambda t: t[0], default=(0.0, None))
             new = _items_for_image(teacher, image, [roi], {"source": "300w", "key": key, "split": split_of(key)}, p68,
-                                   view_rng, [best[1] if best[0] >= 0.3 else None])
+                                   view_rng, [best[1] if best[0] >= 0.3 else None], random_views)
             items += new
             n += len(new)
         log(f"300w: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -316,7 +318,8 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             ident = ytf_identity(img_path.name)
             rois = teacher.detect(image)[:1]
             new = _items_for_image(teacher, image, rois, {"source": "ytf", "key": f"ytf/{img_path.name}",
-                                                          "split": ytf_split(ident), "identity": ident}, None, view_rng)
+                                                          "split": ytf_split(ident), "identity": ident}, None, view_rng,
+                                   random_views=random_views)
             items += new
             n += len(new)
         log(f"ytf: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -330,7 +333,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
                 continue
             new = _items_for_image(teacher, image, teacher.detect(image),
                                    {"source": "photos", "key": f"photos/{img_path.name}", "split": "val"}, None,
-                                   view_rng)
+                                   view_rng, random_views=random_views)
             items += new
             n += len(new)
         log(f"photos: {n} faces ({time.perf_counter() - t0:.0f} s)")
@@ -344,7 +347,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
                     break
                 rois = teacher.detect(image)
                 meta = {"source": "videos", "key": f"videos/{vid.name}#{k}", "split": split}
-                new = _items_for_image(teacher, image, rois, meta, None, view_rng)
+                new = _items_for_image(teacher, image, rois, meta, None, view_rng, random_views=random_views)
                 items += new
                 n += len(new)
                 if split == "train":
@@ -558,11 +561,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-views", action="store_true",
                    help="only the face ROI per face (no detector/perturbed/mirrored views: ~2.5x faster)")
+    p.add_argument("--random-views", type=int, default=RANDOM_VIEWS,
+                   help=f"perturbed ROIs per face besides the face and detector ROIs (default {RANDOM_VIEWS}; "
+                        "each costs two teacher runs per face at build time and ~60 MB in the full cache)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    items = collect(Path(args.data), limit=args.limit, threads=args.threads, views=not args.no_views)
+    if args.random_views < 0:
+        p.error(f"--random-views must be >= 0, got {args.random_views}")
+    items = collect(Path(args.data), limit=args.limit, threads=args.threads, views=not args.no_views,
+                    random_views=args.random_views)
     save_cache(items, Path(args.out))
     print(f"{len(items)} items -> {args.out}")
 
