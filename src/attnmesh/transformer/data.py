@@ -275,12 +275,12 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
     :func:`_items_for_image`)."""
     from ..train.datasets import read_pts, roi_from_68, split_of, split_key
 
+    if random_views < 0:
+        raise ValueError(f"random_views must be >= 0, got {random_views}")
     data_root = Path(data_root)
     teacher = _Teacher(threads)
     rng = np.random.default_rng(0)
     view_rng = np.random.default_rng(1) if views else None
-    if random_views < 0:
-        raise ValueError(f"random_views must be >= 0, got {random_views}")
     items: list[_Item] = []
 
     def full(n: int) -> bool:
@@ -303,7 +303,8 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
             found = [(box_iou(d.box(), roi.box()), d) for d in teacher.detect(image)] if views else []
             best = max(found, key=lambda t: t[0], default=(0.0, None))
             new = _items_for_image(teacher, image, [roi], {"source": "300w", "key": key, "split": split_of(key)}, p68,
-                                   view_rng, [best[1] if best[0] >= 0.3 else None], random_views)
+                                   view_rng, [best[1] if best[0] >= 0.3 else None],
+                                   random_views=random_views)
             items += new
             n += len(new)
         log(f"300w: {n} faces ({time.perf_counter() - t0:.0f} s)")
