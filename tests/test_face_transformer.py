@@ -207,6 +207,61 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
 
 
 @needs_data
+def test_composites_paste_a_second_face_and_carry_the_teachers_answers(tmp_path):
+    """A distractor composite keeps the main face's pixels on top when the donor is behind it (and changes
+    pixels where the donor went), its between-views lie on the way to the donor, and every view's targets, as
+    make_batch renders them from the new cache, are the teacher's own landmarks on a direct crop of the
+    composite at that view (run again here), for the plain and the mirrored input."""
+    from attnmesh.eval.maps import mirror_478
+    from attnmesh.geometry.roi import Roi, crop_image
+    from attnmesh.transformer import composite as cp
+    from attnmesh.transformer.data import CACHE_CROP, Augment, Cache, _Teacher, collect, make_batch, save_cache
+
+    save_cache(collect(DATA, sources=("300w",), limit=3, log=lambda s: None), tmp_path / "base")
+    base = Cache(tmp_path / "base")
+    seen = set()
+    for seed in range(20):
+        out, how = cp.composite(np.asarray(base.crops[0]), base.teacher[0], np.asarray(base.crops[1]),
+                                base.teacher[1], np.random.default_rng(seed))
+        changed = np.abs(out.astype(int) - base.crops[0]).max(-1) > 0
+        assert changed.mean() > 0.02, seed  # the donor is there
+        if how["behind"]:
+            inside = cp.face_mask(base.teacher[0]) > 0.999
+            assert not changed[inside].any(), seed  # the main face stays on top
+        seen.add(how["behind"])
+    assert seen == {True, False}
+
+    cp.build(tmp_path / "base", tmp_path / "mixed", train=2, val=0, log=lambda s: None)
+    mixed = Cache(tmp_path / "mixed")
+    assert len(mixed) == len(base) + 2 and list(mixed.source[-2:]) == [cp.COMPOSITE_SOURCE] * 2
+    assert np.array_equal(mixed.crops[:len(base)], base.crops) and np.array_equal(mixed.teacher[:len(base)],
+                                                                                   base.teacher)
+    i = len(base)
+    meta = mixed.meta[i]
+    offset = np.array(meta["offset"]) * CACHE_CROP / 1.25
+    for v in range(mixed.views.shape[1] - cp.BETWEEN_VIEWS, mixed.views.shape[1]):
+        shift = mixed.views[i, v, :2] - CACHE_CROP / 2
+        t = float(shift @ offset / (offset @ offset))
+        assert cp.BETWEEN_SHIFT[0] - 1e-4 <= t <= cp.BETWEEN_SHIFT[1] + 1e-4
+        assert np.allclose(shift, t * offset, atol=1e-3)
+    teacher = _Teacher(1)
+    crop = np.asarray(mixed.crops[i])
+    for v in range(mixed.views.shape[1]):
+        roi = Roi(*(float(x) for x in mixed.views[i, v]))
+        direct = crop_image(crop, roi, 192)
+        for flip in (False, True):
+            aug = Augment(0, 0, 0, 1.0 if flip else 0.0, 0, 0, 0)
+            b = make_batch(mixed, np.array([i]), 128, aug, np.random.default_rng(0), mirror=mirror_478(), view=v)
+            seen_crop = np.ascontiguousarray(direct[:, ::-1]) if flip else direct
+            pts, score = teacher.mesh.run(seen_crop[None])
+            assert np.abs(b["teacher"][0] - pts[0] * (128 / 192)).max() < 2e-3, (v, flip)
+            assert np.abs(b["image"][0].transpose(1, 2, 0)
+                          - crop_image(crop, roi, 128)[:, ::-1 if flip else 1] / 255).mean() < 0.02, (v, flip)
+            if not flip:
+                assert b["score"][0] == pytest.approx(float(score[0]), abs=1e-6)
+
+
+@needs_data
 def test_short_distillation_loss_falls(tmp_path):
     from attnmesh.transformer.data import Augment, collect, save_cache
     from attnmesh.transformer.distill import DistillConfig, train

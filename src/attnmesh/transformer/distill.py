@@ -40,6 +40,7 @@ from torch import nn
 
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from .composite import BETWEEN_VIEWS, COMPOSITE_SOURCE
 from .data import DETECTOR_VIEW, Augment, Cache, make_batch
 from .runner import model_from_checkpoint, read_checkpoint
 
@@ -171,6 +172,16 @@ def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, ba
     return np.concatenate(errs) if errs else np.zeros(0)
 
 
+def evaluate_between_views(model: FaceTransformer, cache: Cache, idx: np.ndarray) -> float:
+    """Mean error (fraction of IOD) over the composites ``idx`` on their views drawn between two faces (the
+    last ``BETWEEN_VIEWS``), where the teacher finds a face (presence >= 0.5)."""
+    errs = []
+    for v in range(cache.views.shape[1] - BETWEEN_VIEWS, cache.views.shape[1]):
+        ok = idx[cache.view_score[idx, v] >= 0.5]
+        errs.append(evaluate_landmarks(model, cache, ok, view=v))
+    return float(np.concatenate(errs).mean())
+
+
 def mean_shape(cache: Cache, idx: np.ndarray, size: int) -> torch.Tensor:
     k = size / (cache.crops.shape[1] / 1.25)
     t = cache.teacher[idx].mean(0).astype(np.float64)
@@ -189,7 +200,9 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     faces = cache.is_face & (cache.score >= 0.5)
     train_idx = np.nonzero((cache.split == "train") & (faces | ~cache.is_face))[0]
     with_id = np.nonzero((cache.identity >= 0) & faces)[0]
-    val_idx = np.nonzero((cache.split == "val") & faces)[0]
+    composite = cache.source == COMPOSITE_SOURCE
+    val_idx = np.nonzero((cache.split == "val") & faces & ~composite)[0]
+    composite_val = np.nonzero((cache.split == "val") & faces & composite)[0]
     mirror = mirror_478() if cfg.augment.flip else None
     model = FaceTransformer(cfg.size, cfg.input_size, None if cfg.refine_dim < 0 else cfg.refine_dim,
                             None if cfg.refine_steps < 0 else cfg.refine_steps)
@@ -215,6 +228,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
         if detector_view:
             err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
             msg += f" (face ROI), {100 * err_det.mean():.3f}% (detector ROI)"
+        if len(composite_val):
+            msg += f"; composites {100 * evaluate_between_views(model, cache, composite_val):.3f}% (between views)"
         log(msg)
     log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
         f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
@@ -274,6 +289,10 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     if detector_view and len(val_idx):
         err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
         summary["val_detector_roi_mean_iod_pct"] = float(100 * err_det.mean())
+    if len(composite_val):
+        summary["val_composites"] = len(composite_val)
+        summary["val_composite_between_views_mean_iod_pct"] = float(
+            100 * evaluate_between_views(model, cache, composite_val))
     log(json.dumps(summary))
     (out_dir / "log.json").write_text(json.dumps({"records": records, "summary": summary}, indent=1))
     return model, records
@@ -298,7 +317,8 @@ def refit_heads(model: FaceTransformer, cfg: DistillConfig, copies: int = 3, epo
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     cache = Cache(Path(cfg.cache))
-    faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5))[0]
+    faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5)
+                       & (cache.source != COMPOSITE_SOURCE))[0]  # heads refit on the real faces only
     mirror = mirror_478() if cfg.augment.flip else None
     views = [Augment.none()] + [cfg.augment] * (copies - 1)
     feats = np.concatenate([pooled_features(model, cache, faces, v, rng, mirror) for v in views])

@@ -1,0 +1,205 @@
+"""Distractor-face composites for the distillation cache.
+
+Group photos put a second face inside the detector's ROI of the first (a face behind a shoulder, two heads
+side by side). The teacher then meshes one face and a student that has only seen single faces lands between
+the two. This module makes such crops from the cache itself: a cached face crop (the *main* face) gets
+another cached face (the *donor*, another image of the same split) pasted beside it, partly overlapping,
+either behind the main face (the main face's own pixels stay on top) or in front of it (the donor hides part
+of it), and its last ``BETWEEN_VIEWS`` views are moved part of the way toward the donor, as a detector's
+box around two overlapping faces is. Each composite is then labelled like every other cache item: the
+teacher runs on the composite crop of each of its views and on its mirror, so the labels are the teacher's
+exact answers on what the student will see, never a transformed copy.
+
+Composites are cache items with ``source`` ``"composite"`` (no identity label: the embedding head never
+trains on them). Their crop is the 160-pixel cache crop, so the teacher's 192-pixel input is resampled from
+it and the view's area outside the cache crop is the replicated border, exactly as :func:`data.make_batch`
+builds the student's input.
+
+    python -m attnmesh.transformer.composite --cache out/ft_cache --out out/ft_cache_composite
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..geometry.roi import Roi, crop_image
+from .data import CACHE_CROP, CONTEXT, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache
+
+COMPOSITE_SOURCE = "composite"
+BEHIND = 0.7  # probability that the donor is pasted behind the main face (else in front of it)
+DONOR_SCALE = (0.75, 1.15)  # donor face side / main face side
+DONOR_OFFSET_X = (0.3, 0.75)  # |horizontal| centre distance, in main face sides
+DONOR_OFFSET_Y = (-0.45, 0.45)  # vertical centre distance, in main face sides
+DONOR_ROTATION = (-0.35, 0.35)  # radians
+MASK_GROW = 1.12  # the face's convex hull, scaled about its centre (covers the hairline and jaw edge)
+FEATHER = 2.0  # Gaussian sigma of the mask edges, cache pixels
+BETWEEN_VIEWS = 2  # the last views of a composite: ROIs drifted toward the donor (a detector box between faces)
+BETWEEN_SHIFT = (0.1, 0.5)  # fraction of the way from the main face's centre to the donor's
+BETWEEN_LOG_SCALE = (-0.1, 0.15)
+BETWEEN_ROTATION = (-0.4, 0.4)  # radians
+
+# the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
+FACE_ROI_IN_CACHE = Roi(CACHE_CROP / 2, CACHE_CROP / 2, CACHE_CROP / CONTEXT, 0.0)
+
+
+def face_mask(points: np.ndarray, size: int = CACHE_CROP) -> np.ndarray:
+    """(size, size) float32 soft mask of the convex hull of ``points`` (K, >=2, cache pixels), grown by
+    ``MASK_GROW`` about its centre and feathered."""
+    p = np.asarray(points, np.float64)[:, :2]
+    p = p[np.isfinite(p).all(1)]
+    c = p.mean(0)
+    hull = cv2.convexHull(((p - c) * MASK_GROW + c).astype(np.float32))
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, np.round(hull[:, 0] * 16).astype(np.int32), 1.0, lineType=cv2.LINE_AA, shift=4)
+    return cv2.GaussianBlur(mask, (0, 0), FEATHER)
+
+
+def composite(main: np.ndarray, main_points: np.ndarray, donor: np.ndarray, donor_points: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Paste the donor's face into the main face's cache crop (both (160, 160, 3) uint8, points in their own
+    crop's pixels). Returns the composite and what was drawn (placement in main face sides, layering)."""
+    side = CACHE_CROP / CONTEXT
+    scale = rng.uniform(*DONOR_SCALE)
+    dx = rng.choice((-1.0, 1.0)) * rng.uniform(*DONOR_OFFSET_X)
+    dy = rng.uniform(*DONOR_OFFSET_Y)
+    rot = rng.uniform(*DONOR_ROTATION)
+    c, s = math.cos(rot) * scale, math.sin(rot) * scale
+    a = np.array([[c, -s], [s, c]])
+    centre = np.array([CACHE_CROP / 2, CACHE_CROP / 2])
+    t = centre + side * np.array([dx, dy]) - a @ centre  # donor face centre -> main centre + offset
+    m = np.concatenate([a, t[:, None]], 1)
+    warped = cv2.warpAffine(donor, m, (CACHE_CROP, CACHE_CROP), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT)
+    donor_mask = face_mask(np.asarray(donor_points)[:, :2] @ a.T + t)
+    behind = bool(rng.random() < BEHIND)
+    if behind:  # the main face stays on top
+        donor_mask = donor_mask * (1 - face_mask(main_points))
+    alpha = donor_mask[..., None]
+    out = np.clip(np.round(main * (1 - alpha) + warped * alpha), 0, 255).astype(np.uint8)
+    return out, {"offset": [float(dx), float(dy)], "scale": float(scale), "rotation": float(rot), "behind": behind}
+
+
+def between_view(offset: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """A view (cx, cy, side, rotation; cache pixels) of the face ROI moved part of the way toward a donor at
+    ``offset`` (main face sides), rescaled and rotated: the box a detector draws around two overlapping faces."""
+    side = CACHE_CROP / CONTEXT
+    t = rng.uniform(*BETWEEN_SHIFT)
+    return np.array([CACHE_CROP / 2 + t * offset[0] * side, CACHE_CROP / 2 + t * offset[1] * side,
+                     side * math.exp(rng.uniform(*BETWEEN_LOG_SCALE)), rng.uniform(*BETWEEN_ROTATION)], np.float32)
+
+
+def label_views(teacher: _Teacher, crop: np.ndarray, views: np.ndarray, mirror: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's answer on each view (V, 4) of a cache crop, and on its mirror mapped back (see
+    :func:`data._items_for_image`): (V, 478, 3) plain, (V, 478, 3) mirrored, (V,) presence; cache pixels."""
+    rois = [Roi(*(float(x) for x in v)) for v in views]
+    crops = np.stack([crop_image(crop, r, TEACHER_SIZE, border="replicate") for r in rois])
+    pts, score = teacher.mesh.run(crops)
+    fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
+    fp[..., 0] = TEACHER_SIZE - fp[..., 0]
+    fp = fp[:, mirror]
+    plain = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(pts, rois)])
+    flipped = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(fp, rois)])
+    return plain, flipped, np.asarray(score, np.float32)
+
+
+def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
+    """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` composites appended (main and donor
+    faces of the same split, from different images; faces the teacher accepts with all views)."""
+    from ..eval.maps import mirror_478
+
+    if train < 0 or val < 0:
+        raise ValueError(f"composite counts must be >= 0, got train={train}, val={val}")
+    cache = Cache(cache_dir)
+    if cache.views.shape[1] < 2 + BETWEEN_VIEWS or cache.view_teacher_flip is None:
+        raise ValueError(f"{cache_dir} needs >= {2 + BETWEEN_VIEWS} views per face (attnmesh.transformer.data's "
+                         "default)")
+    rng = np.random.default_rng(seed)
+    teacher = _Teacher(threads)
+    mirror = mirror_478()
+    base_sources = {"300w", "ytf", "photos", "videos"}
+    ok = cache.is_face & (cache.score >= 0.5) & np.isin(cache.source, list(base_sources)) \
+        & ~np.isnan(cache.views[:, :, 0]).any(1)
+    made: list[dict] = []
+    t0 = time.perf_counter()
+    for split, count in (("train", train), ("val", val)):
+        pool = np.nonzero(ok & (cache.split == split))[0]
+        if count and len(pool) < 2:
+            raise ValueError(f"{cache_dir} has fewer than two {split} faces")
+        for n in range(count):
+            i, j = (int(k) for k in rng.choice(pool, 2, replace=False))
+            while cache.meta[j]["key"] == cache.meta[i]["key"]:
+                j = int(rng.choice(pool))
+            crop, how = composite(np.asarray(cache.crops[i]), cache.teacher[i], np.asarray(cache.crops[j]),
+                                  cache.teacher[j], rng)
+            views = np.array(cache.views[i], np.float32)
+            views[len(views) - BETWEEN_VIEWS:] = [between_view(how["offset"], rng) for _ in range(BETWEEN_VIEWS)]
+            plain, flipped, score = label_views(teacher, crop, views, mirror)
+            key = f"{COMPOSITE_SOURCE}/{cache.meta[i]['key']}+{cache.meta[j]['key']}"
+            made.append({"crop": crop, "views": views, "plain": plain, "flipped": flipped, "score": score,
+                         "meta": {"source": COMPOSITE_SOURCE, "split": split, "face": 0, "key": key,
+                                  "main": i, "donor": j, **how}})
+            if (n + 1) % 250 == 0 or n + 1 == count:
+                log(f"{split}: {n + 1}/{count} composites ({time.perf_counter() - t0:.0f} s)")
+    return write(cache_dir, made, out)
+
+
+def write(cache_dir: Path, made: list[dict], out: Path) -> Path:
+    """The arrays of ``cache_dir`` with the composites appended, as a new cache folder (expression
+    normalisation kept from the base cache, so every item's labels mean the same)."""
+    cache_dir, out = Path(cache_dir), Path(out)
+    if out.resolve() == cache_dir.resolve():
+        raise ValueError("--out must differ from --cache")
+    out.mkdir(parents=True, exist_ok=True)
+    info = json.loads((cache_dir / "meta.json").read_text())
+    nan68 = np.full((len(made), 68, 2), np.nan, np.float32)
+    arrays = {
+        "crops": np.stack([m["crop"] for m in made]),
+        "teacher": np.stack([m["plain"][0] for m in made]),
+        "gt68": nan68,
+        "score": np.array([m["score"][0] for m in made], np.float32),
+        "views": np.stack([m["views"] for m in made]).astype(np.float32),
+        "view_teacher": np.stack([m["plain"] for m in made]),
+        "view_teacher_flip": np.stack([m["flipped"] for m in made]),
+        "view_score": np.stack([m["score"] for m in made]),
+    }
+    for name, extra in arrays.items():
+        base = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
+        np.save(out / f"{name}.npy", np.concatenate([np.asarray(base), extra.astype(base.dtype)]))
+    info["items"] = info["items"] + [m["meta"] for m in made]
+    info["composites"] = {"base": str(cache_dir), "count": len(made)}
+    (out / "meta.json").write_text(json.dumps(info, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m attnmesh.transformer.composite", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", type=Path, default=Path("out/ft_cache"), help="base cache (built with views)")
+    p.add_argument("--out", type=Path, default=Path("out/ft_cache_composite"))
+    p.add_argument("--train", type=int, default=1500, help="training composites")
+    p.add_argument("--val", type=int, default=300, help="validation composites (reported separately)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.train < 0 or a.val < 0:
+        p.error("--train and --val must be >= 0")
+    if not (a.cache / "meta.json").is_file():
+        sys.exit(f"error: {a.cache} is not a cache folder (no meta.json)")
+    views = a.cache / "views.npy"
+    if not views.is_file() or np.load(views, mmap_mode="r").shape[1] < 2 + BETWEEN_VIEWS:
+        sys.exit(f"error: {a.cache} needs the face ROI, the detector's ROI and {BETWEEN_VIEWS} random views per face "
+                 "(build it without --no-views, --random-views >= 2)")
+    if a.out.resolve() == a.cache.resolve():
+        p.error("--out must differ from --cache")
+    build(a.cache, a.out, a.train, a.val, a.threads, a.seed, log=lambda m: print(m, file=sys.stderr))
+
+
+if __name__ == "__main__":
+    main()
