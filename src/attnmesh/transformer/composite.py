@@ -131,8 +131,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
     t0 = time.perf_counter()
     for split, count in (("train", train), ("val", val)):
         pool = np.nonzero(ok & (cache.split == split))[0]
-        if count and len(pool) < 2:
-            raise ValueError(f"{cache_dir} has fewer than two {split} faces")
+        if count and len({cache.meta[k]["key"] for k in pool}) < 2:
+            raise ValueError(f"{cache_dir} has {split} faces from fewer than two images")
         for n in range(count):
             i, j = (int(k) for k in rng.choice(pool, 2, replace=False))
             while cache.meta[j]["key"] == cache.meta[i]["key"]:
