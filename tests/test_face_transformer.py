@@ -215,7 +215,8 @@ def test_composites_paste_a_second_face_and_carry_the_teachers_answers(tmp_path)
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
     from attnmesh.transformer import composite as cp
-    from attnmesh.transformer.data import CACHE_CROP, Augment, Cache, _Teacher, collect, make_batch, save_cache
+    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, Augment, Cache, _Teacher, collect, make_batch,
+                                           save_cache)
 
     save_cache(collect(DATA, sources=("300w",), limit=3, log=lambda s: None), tmp_path / "base")
     base = Cache(tmp_path / "base")
@@ -238,7 +239,7 @@ def test_composites_paste_a_second_face_and_carry_the_teachers_answers(tmp_path)
                                                                                    base.teacher)
     i = len(base)
     meta = mixed.meta[i]
-    offset = np.array(meta["offset"]) * CACHE_CROP / 1.25
+    offset = np.array(meta["offset"]) * CACHE_CROP / CONTEXT
     for v in range(mixed.views.shape[1] - cp.BETWEEN_VIEWS, mixed.views.shape[1]):
         shift = mixed.views[i, v, :2] - CACHE_CROP / 2
         t = float(shift @ offset / (offset @ offset))

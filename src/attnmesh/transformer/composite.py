@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from ..geometry.roi import Roi, crop_image
-from .data import CACHE_CROP, CONTEXT, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache
+from .data import (CACHE_CROP, IDENTITY_VIEW, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
+                   mirrored_answers)
 
 COMPOSITE_SOURCE = "composite"
 BEHIND = 0.7  # probability that the donor is pasted behind the main face (else in front of it)
@@ -46,7 +47,7 @@ BETWEEN_LOG_SCALE = (-0.1, 0.15)
 BETWEEN_ROTATION = (-0.4, 0.4)  # radians
 
 # the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
-FACE_ROI_IN_CACHE = Roi(CACHE_CROP / 2, CACHE_CROP / 2, CACHE_CROP / CONTEXT, 0.0)
+FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
 
 
 def face_mask(points: np.ndarray, size: int = CACHE_CROP) -> np.ndarray:
@@ -65,7 +66,7 @@ def composite(main: np.ndarray, main_points: np.ndarray, donor: np.ndarray, dono
               rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Paste the donor's face into the main face's cache crop (both (160, 160, 3) uint8, points in their own
     crop's pixels). Returns the composite and what was drawn (placement in main face sides, layering)."""
-    side = CACHE_CROP / CONTEXT
+    side = FACE_ROI_IN_CACHE.size
     scale = rng.uniform(*DONOR_SCALE)
     dx = rng.choice((-1.0, 1.0)) * rng.uniform(*DONOR_OFFSET_X)
     dy = rng.uniform(*DONOR_OFFSET_Y)
@@ -89,7 +90,7 @@ def composite(main: np.ndarray, main_points: np.ndarray, donor: np.ndarray, dono
 def between_view(offset: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """A view (cx, cy, side, rotation; cache pixels) of the face ROI moved part of the way toward a donor at
     ``offset`` (main face sides), rescaled and rotated: the box a detector draws around two overlapping faces."""
-    side = CACHE_CROP / CONTEXT
+    side = FACE_ROI_IN_CACHE.size
     t = rng.uniform(*BETWEEN_SHIFT)
     return np.array([CACHE_CROP / 2 + t * offset[0] * side, CACHE_CROP / 2 + t * offset[1] * side,
                      side * math.exp(rng.uniform(*BETWEEN_LOG_SCALE)), rng.uniform(*BETWEEN_ROTATION)], np.float32)
@@ -102,9 +103,7 @@ def label_views(teacher: _Teacher, crop: np.ndarray, views: np.ndarray, mirror: 
     rois = [Roi(*(float(x) for x in v)) for v in views]
     crops = np.stack([crop_image(crop, r, TEACHER_SIZE, border="replicate") for r in rois])
     pts, score = teacher.mesh.run(crops)
-    fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
-    fp[..., 0] = TEACHER_SIZE - fp[..., 0]
-    fp = fp[:, mirror]
+    fp = mirrored_answers(teacher, crops, mirror)
     plain = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(pts, rois)])
     flipped = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(fp, rois)])
     return plain, flipped, np.asarray(score, np.float32)
@@ -117,6 +116,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
     if train < 0 or val < 0:
         raise ValueError(f"composite counts must be >= 0, got train={train}, val={val}")
+    if Path(out).resolve() == Path(cache_dir).resolve():
+        raise ValueError("the output folder must differ from the base cache")
     cache = Cache(cache_dir)
     if cache.views.shape[1] < 2 + BETWEEN_VIEWS or cache.view_teacher_flip is None:
         raise ValueError(f"{cache_dir} needs >= {2 + BETWEEN_VIEWS} views per face (attnmesh.transformer.data's "
@@ -124,8 +125,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
     rng = np.random.default_rng(seed)
     teacher = _Teacher(threads)
     mirror = mirror_478()
-    base_sources = {"300w", "ytf", "photos", "videos"}
-    ok = cache.is_face & (cache.score >= 0.5) & np.isin(cache.source, list(base_sources)) \
+    ok = cache.is_face & (cache.score >= 0.5) & (cache.source != COMPOSITE_SOURCE) \
         & ~np.isnan(cache.views[:, :, 0]).any(1)
     made: list[dict] = []
     t0 = time.perf_counter()
@@ -148,15 +148,13 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
                                   "main": i, "donor": j, **how}})
             if (n + 1) % 250 == 0 or n + 1 == count:
                 log(f"{split}: {n + 1}/{count} composites ({time.perf_counter() - t0:.0f} s)")
-    return write(cache_dir, made, out)
+    return _write(cache_dir, made, out)
 
 
-def write(cache_dir: Path, made: list[dict], out: Path) -> Path:
+def _write(cache_dir: Path, made: list[dict], out: Path) -> Path:
     """The arrays of ``cache_dir`` with the composites appended, as a new cache folder (expression
     normalisation kept from the base cache, so every item's labels mean the same)."""
     cache_dir, out = Path(cache_dir), Path(out)
-    if out.resolve() == cache_dir.resolve():
-        raise ValueError("--out must differ from --cache")
     out.mkdir(parents=True, exist_ok=True)
     info = json.loads((cache_dir / "meta.json").read_text())
     nan68 = np.full((len(made), 68, 2), np.nan, np.float32)

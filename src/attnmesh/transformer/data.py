@@ -205,6 +205,15 @@ def _read_rgb(path: Path) -> np.ndarray | None:
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def mirrored_answers(teacher: _Teacher, crops: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """(N, 478, 3) the teacher's landmarks on each mirrored 192-px crop of ``crops`` (N, 192, 192, 3), mapped
+    back into the unmirrored crop's pixels (x -> size - x: pixel i spans [i, i + 1)) and into the unmirrored
+    face's landmark order (``mirror``, :func:`attnmesh.eval.maps.mirror_478`)."""
+    fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
+    fp[..., 0] = TEACHER_SIZE - fp[..., 0]
+    return fp[:, mirror]
+
+
 def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], meta: dict,
                      gt68: np.ndarray | None = None, rng: np.random.Generator | None = None,
                      detected: list[Roi | None] | None = None, random_views: int = RANDOM_VIEWS) -> list[_Item]:
@@ -231,9 +240,7 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
             views = [roi, det] + [random_view(roi, rng) for _ in range(random_views)]
             crops = teacher.mesh.crop(image, views)
             vp, vs = teacher.mesh.run(crops[1:])
-            fp, _ = teacher.mesh.run(np.ascontiguousarray(crops[:, :, ::-1]))
-            fp[..., 0] = TEACHER_SIZE - fp[..., 0]  # back to the unmirrored crop (x -> size - x) ...
-            fp = fp[:, mirror]  # ... and to the unmirrored face's landmark order
+            fp = mirrored_answers(teacher, crops, mirror)
             item.views = np.stack([IDENTITY_VIEW] + [view_in_cache(v, roi) for v in views[1:]])
             item.view_teacher = np.stack([item.teacher] + [crop_points_to_cache(p, v, roi)
                                                            for p, v in zip(vp, views[1:])])
