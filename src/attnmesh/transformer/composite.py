@@ -20,7 +20,6 @@ builds the student's input.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -29,11 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..geometry.roi import Roi, crop_image
-from .data import (CACHE_CROP, IDENTITY_VIEW, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
-                   mirrored_answers)
+from .data import CACHE_CROP, COMPOSITE_SOURCE, Cache, _Teacher
+from .synthetic import FACE_ROI_IN_CACHE, append_items, label_views, usable_faces
 
-COMPOSITE_SOURCE = "composite"
 BEHIND = 0.7  # probability that the donor is pasted behind the main face (else in front of it)
 DONOR_SCALE = (0.75, 1.15)  # donor face side / main face side
 DONOR_OFFSET_X = (0.3, 0.75)  # |horizontal| centre distance, in main face sides
@@ -45,9 +42,6 @@ BETWEEN_VIEWS = 2  # the last views of a composite: ROIs drifted toward the dono
 BETWEEN_SHIFT = (0.1, 0.5)  # fraction of the way from the main face's centre to the donor's
 BETWEEN_LOG_SCALE = (-0.1, 0.15)
 BETWEEN_ROTATION = (-0.4, 0.4)  # radians
-
-# the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
-FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
 
 
 def face_mask(points: np.ndarray, size: int = CACHE_CROP) -> np.ndarray:
@@ -96,19 +90,6 @@ def between_view(offset: tuple[float, float], rng: np.random.Generator) -> np.nd
                      side * math.exp(rng.uniform(*BETWEEN_LOG_SCALE)), rng.uniform(*BETWEEN_ROTATION)], np.float32)
 
 
-def label_views(teacher: _Teacher, crop: np.ndarray, views: np.ndarray, mirror: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The teacher's answer on each view (V, 4) of a cache crop, and on its mirror mapped back (see
-    :func:`data._items_for_image`): (V, 478, 3) plain, (V, 478, 3) mirrored, (V,) presence; cache pixels."""
-    rois = [Roi(*(float(x) for x in v)) for v in views]
-    crops = np.stack([crop_image(crop, r, TEACHER_SIZE, border="replicate") for r in rois])
-    pts, score = teacher.mesh.run(crops)
-    fp = mirrored_answers(teacher, crops, mirror)
-    plain = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(pts, rois)])
-    flipped = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(fp, rois)])
-    return plain, flipped, np.asarray(score, np.float32)
-
-
 def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` composites appended (main and donor
     faces of the same split, from different images; faces the teacher accepts with all views)."""
@@ -125,8 +106,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
     rng = np.random.default_rng(seed)
     teacher = _Teacher(threads)
     mirror = mirror_478()
-    ok = cache.is_face & (cache.score >= 0.5) & (cache.source != COMPOSITE_SOURCE) \
-        & ~np.isnan(cache.views[:, :, 0]).any(1)
+    ok = usable_faces(cache)
     made: list[dict] = []
     t0 = time.perf_counter()
     for split, count in (("train", train), ("val", val)):
@@ -148,33 +128,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
                                   "main": i, "donor": j, **how}})
             if (n + 1) % 250 == 0 or n + 1 == count:
                 log(f"{split}: {n + 1}/{count} composites ({time.perf_counter() - t0:.0f} s)")
-    return _write(cache_dir, made, out)
-
-
-def _write(cache_dir: Path, made: list[dict], out: Path) -> Path:
-    """The arrays of ``cache_dir`` with the composites appended, as a new cache folder (expression
-    normalisation kept from the base cache, so every item's labels mean the same)."""
-    cache_dir, out = Path(cache_dir), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = json.loads((cache_dir / "meta.json").read_text())
-    nan68 = np.full((len(made), 68, 2), np.nan, np.float32)
-    arrays = {
-        "crops": np.stack([m["crop"] for m in made]),
-        "teacher": np.stack([m["plain"][0] for m in made]),
-        "gt68": nan68,
-        "score": np.array([m["score"][0] for m in made], np.float32),
-        "views": np.stack([m["views"] for m in made]).astype(np.float32),
-        "view_teacher": np.stack([m["plain"] for m in made]),
-        "view_teacher_flip": np.stack([m["flipped"] for m in made]),
-        "view_score": np.stack([m["score"] for m in made]),
-    }
-    for name, extra in arrays.items():
-        base = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
-        np.save(out / f"{name}.npy", np.concatenate([np.asarray(base), extra.astype(base.dtype)]))
-    info["items"] = info["items"] + [m["meta"] for m in made]
-    info["composites"] = {"base": str(cache_dir), "count": len(made)}
-    (out / "meta.json").write_text(json.dumps(info, indent=1))
-    return out
+    return append_items(cache_dir, made, out, "composites")
 
 
 def main(argv: list[str] | None = None) -> None:

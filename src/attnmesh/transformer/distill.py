@@ -40,8 +40,8 @@ from torch import nn
 
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
-from .composite import BETWEEN_VIEWS, COMPOSITE_SOURCE
-from .data import DETECTOR_VIEW, Augment, Cache, make_batch
+from .composite import BETWEEN_VIEWS
+from .data import COMPOSITE_SOURCE, DETECTOR_VIEW, ROTATED_SOURCE, SYNTHETIC_SOURCES, Augment, Cache, make_batch
 from .runner import model_from_checkpoint, read_checkpoint
 
 
@@ -172,14 +172,32 @@ def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, ba
     return np.concatenate(errs) if errs else np.zeros(0)
 
 
-def evaluate_between_views(model: FaceTransformer, cache: Cache, idx: np.ndarray) -> float:
-    """Mean error (fraction of IOD) over the composites ``idx`` on their views drawn between two faces (the
-    last ``BETWEEN_VIEWS``), where the teacher finds a face (presence >= 0.5)."""
+def hard_views(cache: Cache, source: str) -> tuple[str, range]:
+    """What a synthetic source's items are for: (name, the views of each item that hold the hard case).
+    Composites: the last ``BETWEEN_VIEWS`` (drawn between two faces); rotated items: every view but the face
+    ROI."""
+    n = cache.views.shape[1]
+    return {COMPOSITE_SOURCE: ("between views", range(n - BETWEEN_VIEWS, n)),
+            ROTATED_SOURCE: ("rotated views", range(1, n))}[source]
+
+
+def evaluate_views(model: FaceTransformer, cache: Cache, idx: np.ndarray, views: range) -> float:
+    """Mean error (fraction of IOD) over the items ``idx`` on their ``views``, where the teacher finds a face
+    (presence >= 0.5)."""
     errs = []
-    for v in range(cache.views.shape[1] - BETWEEN_VIEWS, cache.views.shape[1]):
+    for v in views:
         ok = idx[cache.view_score[idx, v] >= 0.5]
         errs.append(evaluate_landmarks(model, cache, ok, view=v))
     return float(np.concatenate(errs).mean())
+
+
+def synthetic_report(model: FaceTransformer, cache: Cache, synthetic_val: dict[str, np.ndarray]) -> dict[str, float]:
+    """{"<source> <hard views>": mean % IOD} over the validation items of each synthetic source."""
+    out = {}
+    for source, idx in synthetic_val.items():
+        name, views = hard_views(cache, source)
+        out[f"{source} {name}"] = 100 * evaluate_views(model, cache, idx, views)
+    return out
 
 
 def mean_shape(cache: Cache, idx: np.ndarray, size: int) -> torch.Tensor:
@@ -200,9 +218,11 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     faces = cache.is_face & (cache.score >= 0.5)
     train_idx = np.nonzero((cache.split == "train") & (faces | ~cache.is_face))[0]
     with_id = np.nonzero((cache.identity >= 0) & faces)[0]
-    composite = cache.source == COMPOSITE_SOURCE
-    val_idx = np.nonzero((cache.split == "val") & faces & ~composite)[0]
-    composite_val = np.nonzero((cache.split == "val") & faces & composite)[0]
+    synthetic = np.isin(cache.source, SYNTHETIC_SOURCES)
+    val_idx = np.nonzero((cache.split == "val") & faces & ~synthetic)[0]
+    synthetic_val = {src: np.nonzero((cache.split == "val") & faces & (cache.source == src))[0]
+                     for src in SYNTHETIC_SOURCES}
+    synthetic_val = {src: idx for src, idx in synthetic_val.items() if len(idx)}
     mirror = mirror_478() if cfg.augment.flip else None
     model = FaceTransformer(cfg.size, cfg.input_size, None if cfg.refine_dim < 0 else cfg.refine_dim,
                             None if cfg.refine_steps < 0 else cfg.refine_steps)
@@ -228,8 +248,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
         if detector_view:
             err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
             msg += f" (face ROI), {100 * err_det.mean():.3f}% (detector ROI)"
-        if len(composite_val):
-            msg += f"; composites {100 * evaluate_between_views(model, cache, composite_val):.3f}% (between views)"
+        for name, err in synthetic_report(model, cache, synthetic_val).items():
+            msg += f"; {name} {err:.3f}%"
         log(msg)
     log(f"train {len(train_idx)} samples ({len(with_id)} with identity, {len(cache.identities)} identities), "
         f"val {len(val_idx)} faces; flips {'on' if mirror is not None else 'off'}")
@@ -289,10 +309,10 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     if detector_view and len(val_idx):
         err_det = evaluate_landmarks(model, cache, val_idx, view=DETECTOR_VIEW)
         summary["val_detector_roi_mean_iod_pct"] = float(100 * err_det.mean())
-    if len(composite_val):
-        summary["val_composites"] = len(composite_val)
-        summary["val_composite_between_views_mean_iod_pct"] = float(
-            100 * evaluate_between_views(model, cache, composite_val))
+    for src, idx in synthetic_val.items():
+        summary[f"val_{src}_items"] = len(idx)
+    for name, err in synthetic_report(model, cache, synthetic_val).items():
+        summary[f"val_{name.replace(' ', '_')}_mean_iod_pct"] = float(err)
     log(json.dumps(summary))
     (out_dir / "log.json").write_text(json.dumps({"records": records, "summary": summary}, indent=1))
     return model, records
@@ -318,7 +338,7 @@ def refit_heads(model: FaceTransformer, cfg: DistillConfig, copies: int = 3, epo
     rng = np.random.default_rng(cfg.seed + 1)
     cache = Cache(Path(cfg.cache))
     faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5)
-                       & (cache.source != COMPOSITE_SOURCE))[0]  # heads refit on the real faces only
+                       & ~np.isin(cache.source, SYNTHETIC_SOURCES))[0]  # heads refit on the real faces only
     mirror = mirror_478() if cfg.augment.flip else None
     views = [Augment.none()] + [cfg.augment] * (copies - 1)
     feats = np.concatenate([pooled_features(model, cache, faces, v, rng, mirror) for v in views])

@@ -1,0 +1,70 @@
+"""Cache items made from cached faces: what the distractor composites (:mod:`.composite`) and the rotated
+views (:mod:`.rotated`) share.
+
+A synthetic item is a 160-pixel cache crop (a cached face's crop, possibly edited) with its own views, every
+view labelled by the teacher on the crop of that view and on its mirror, exactly as
+:func:`data.make_batch` renders the student's input (the teacher's 192-pixel input resampled from the cache
+crop, the area outside it the replicated border). So a synthetic item's labels are the teacher's answers on
+what the student sees, never a transformed copy. Synthetic items have no identity and no 68-point annotation;
+their ``source`` is one of :data:`data.SYNTHETIC_SOURCES`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry.roi import Roi, crop_image
+from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
+                   mirrored_answers)
+
+# the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
+FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
+
+
+def usable_faces(cache: Cache) -> np.ndarray:
+    """(N,) bool: real (not synthetic) faces the teacher accepts, with every view present."""
+    return (cache.is_face & (cache.score >= 0.5) & ~np.isin(cache.source, SYNTHETIC_SOURCES)
+            & ~np.isnan(cache.views[:, :, 0]).any(1))
+
+
+def label_views(teacher: _Teacher, crop: np.ndarray, views: np.ndarray, mirror: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's answer on each view (V, 4) of a cache crop, and on its mirror mapped back (see
+    :func:`data._items_for_image`): (V, 478, 3) plain, (V, 478, 3) mirrored, (V,) presence; cache pixels."""
+    rois = [Roi(*(float(x) for x in v)) for v in views]
+    crops = np.stack([crop_image(crop, r, TEACHER_SIZE, border="replicate") for r in rois])
+    pts, score = teacher.mesh.run(crops)
+    fp = mirrored_answers(teacher, crops, mirror)
+    plain = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(pts, rois)])
+    flipped = np.stack([crop_points_to_cache(p, r, FACE_ROI_IN_CACHE) for p, r in zip(fp, rois)])
+    return plain, flipped, np.asarray(score, np.float32)
+
+
+def append_items(cache_dir: Path, made: list[dict], out: Path, kind: str) -> Path:
+    """The arrays of ``cache_dir`` with the synthetic items ``made`` appended (each a dict of ``crop``,
+    ``views``, ``plain``, ``flipped``, ``score`` as from :func:`label_views`, and ``meta``), written as a new
+    cache folder ``out``. The expression normalisation is kept from the base cache, so every item's labels
+    mean the same; ``meta.json`` records the base and the count under ``kind``."""
+    cache_dir, out = Path(cache_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = json.loads((cache_dir / "meta.json").read_text())
+    nan68 = np.full((len(made), 68, 2), np.nan, np.float32)
+    arrays = {
+        "crops": np.stack([m["crop"] for m in made]),
+        "teacher": np.stack([m["plain"][0] for m in made]),
+        "gt68": nan68,
+        "score": np.array([m["score"][0] for m in made], np.float32),
+        "views": np.stack([m["views"] for m in made]).astype(np.float32),
+        "view_teacher": np.stack([m["plain"] for m in made]),
+        "view_teacher_flip": np.stack([m["flipped"] for m in made]),
+        "view_score": np.stack([m["score"] for m in made]),
+    }
+    for name, extra in arrays.items():
+        base = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
+        np.save(out / f"{name}.npy", np.concatenate([np.asarray(base), extra.astype(base.dtype)]))
+    info["items"] = info["items"] + [m["meta"] for m in made]
+    info[kind] = {"base": str(cache_dir), "count": len(made)}
+    (out / "meta.json").write_text(json.dumps(info, indent=1))
+    return out
