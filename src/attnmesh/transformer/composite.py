@@ -19,16 +19,15 @@ builds the student's input.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .data import CACHE_CROP, COMPOSITE_SOURCE, Cache, _Teacher
+from . import synthetic
+from .data import CACHE_CROP, COMPOSITE_SOURCE, _Teacher
 from .synthetic import FACE_ROI_IN_CACHE, append_items, label_views, usable_faces
 
 BEHIND = 0.7  # probability that the donor is pasted behind the main face (else in front of it)
@@ -95,14 +94,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
     faces of the same split, from different images; faces the teacher accepts with all views)."""
     from ..eval.maps import mirror_478
 
-    if train < 0 or val < 0:
-        raise ValueError(f"composite counts must be >= 0, got train={train}, val={val}")
-    if Path(out).resolve() == Path(cache_dir).resolve():
-        raise ValueError("the output folder must differ from the base cache")
-    cache = Cache(cache_dir)
-    if cache.views.shape[1] < 2 + BETWEEN_VIEWS or cache.view_teacher_flip is None:
-        raise ValueError(f"{cache_dir} needs >= {2 + BETWEEN_VIEWS} views per face (attnmesh.transformer.data's "
-                         "default)")
+    cache = synthetic.check_build(cache_dir, out, train, val, 2 + BETWEEN_VIEWS)
     rng = np.random.default_rng(seed)
     teacher = _Teacher(threads)
     mirror = mirror_478()
@@ -132,25 +124,11 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m attnmesh.transformer.composite", description=__doc__.split("\n\n")[0])
-    p.add_argument("--cache", type=Path, default=Path("out/ft_cache"), help="base cache (built with views)")
-    p.add_argument("--out", type=Path, default=Path("out/ft_cache_composite"))
-    p.add_argument("--train", type=int, default=1500, help="training composites")
-    p.add_argument("--val", type=int, default=300, help="validation composites (reported separately)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.train < 0 or a.val < 0:
-        p.error("--train and --val must be >= 0")
-    if not (a.cache / "meta.json").is_file():
-        sys.exit(f"error: {a.cache} is not a cache folder (no meta.json)")
-    views = a.cache / "views.npy"
-    if not views.is_file() or np.load(views, mmap_mode="r").shape[1] < 2 + BETWEEN_VIEWS:
-        sys.exit(f"error: {a.cache} needs the face ROI, the detector's ROI and {BETWEEN_VIEWS} random views per face "
-                 "(build it without --no-views, --random-views >= 2)")
-    if a.out.resolve() == a.cache.resolve():
-        p.error("--out must differ from --cache")
-    build(a.cache, a.out, a.train, a.val, a.threads, a.seed, log=lambda m: print(m, file=sys.stderr))
+    synthetic.main(build, argv, prog="python -m attnmesh.transformer.composite", description=__doc__.split("\n\n")[0],
+                   cache="out/ft_cache", out="out/ft_cache_composite", train=1500, what="composites",
+                   min_views=2 + BETWEEN_VIEWS,
+                   views_hint=f"the face ROI, the detector's ROI and {BETWEEN_VIEWS} random views per face (build it "
+                   "without --no-views, --random-views >= 2)")
 
 
 if __name__ == "__main__":

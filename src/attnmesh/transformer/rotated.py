@@ -17,16 +17,22 @@ the teacher's input as for the student's.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .data import (CACHE_CROP, IDENTITY_VIEW, ROTATED_SOURCE, VIEW_LOG_SCALE, VIEW_SHIFT_X, VIEW_SHIFT_Y, Cache,
-                   _Teacher)
+from . import synthetic
+from .data import (
+    CACHE_CROP,
+    IDENTITY_VIEW,
+    ROTATED_SOURCE,
+    VIEW_LOG_SCALE,
+    VIEW_SHIFT_X,
+    VIEW_SHIFT_Y,
+    _Teacher,
+)
 from .synthetic import FACE_ROI_IN_CACHE, append_items, label_views, usable_faces
 
 ROTATION = (0.15, 0.75)  # |in-plane turn| of a rotated view from the face ROI, radians (sign drawn at random)
@@ -47,13 +53,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
     of each split drawn without repeats while the split has enough of them)."""
     from ..eval.maps import mirror_478
 
-    if train < 0 or val < 0:
-        raise ValueError(f"rotated item counts must be >= 0, got train={train}, val={val}")
-    if Path(out).resolve() == Path(cache_dir).resolve():
-        raise ValueError("the output folder must differ from the base cache")
-    cache = Cache(cache_dir)
-    if cache.views.shape[1] < 2 or cache.view_teacher_flip is None:
-        raise ValueError(f"{cache_dir} has no views (build it with attnmesh.transformer.data's default views)")
+    cache = synthetic.check_build(cache_dir, out, train, val, 2)
     rng = np.random.default_rng(seed)
     teacher = _Teacher(threads)
     mirror = mirror_478()
@@ -78,24 +78,9 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m attnmesh.transformer.rotated", description=__doc__.split("\n\n")[0])
-    p.add_argument("--cache", type=Path, default=Path("out/ft_cache_composite"), help="base cache (built with views)")
-    p.add_argument("--out", type=Path, default=Path("out/ft_cache_rotated"))
-    p.add_argument("--train", type=int, default=2000, help="training items")
-    p.add_argument("--val", type=int, default=300, help="validation items (reported separately)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.train < 0 or a.val < 0:
-        p.error("--train and --val must be >= 0")
-    if not (a.cache / "meta.json").is_file():
-        sys.exit(f"error: {a.cache} is not a cache folder (no meta.json)")
-    views = a.cache / "views.npy"
-    if not views.is_file() or np.load(views, mmap_mode="r").shape[1] < 2:
-        sys.exit(f"error: {a.cache} has no views (build it without --no-views)")
-    if a.out.resolve() == a.cache.resolve():
-        p.error("--out must differ from --cache")
-    build(a.cache, a.out, a.train, a.val, a.threads, a.seed, log=lambda m: print(m, file=sys.stderr))
+    synthetic.main(build, argv, prog="python -m attnmesh.transformer.rotated", description=__doc__.split("\n\n")[0],
+                   cache="out/ft_cache_composite", out="out/ft_cache_rotated", train=2000, what="rotated items",
+                   min_views=2, views_hint="the face ROI and at least one more view per face (build it without --no-views)")
 
 
 if __name__ == "__main__":

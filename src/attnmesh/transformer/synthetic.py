@@ -10,14 +10,24 @@ their ``source`` is one of :data:`data.SYNTHETIC_SOURCES`.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..geometry.roi import Roi, crop_image
-from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
-                   mirrored_answers)
+from .data import (
+    IDENTITY_VIEW,
+    SYNTHETIC_SOURCES,
+    TEACHER_SIZE,
+    Cache,
+    _Teacher,
+    crop_points_to_cache,
+    mirrored_answers,
+)
 
 # the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
 FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
@@ -68,3 +78,39 @@ def append_items(cache_dir: Path, made: list[dict], out: Path, kind: str) -> Pat
     info[kind] = {"base": str(cache_dir), "count": len(made)}
     (out / "meta.json").write_text(json.dumps(info, indent=1))
     return out
+
+
+def check_build(cache_dir: Path, out: Path, train: int, val: int, min_views: int) -> Cache:
+    """The base cache of a synthetic build, after checking the arguments (``ValueError`` on bad ones)."""
+    if train < 0 or val < 0:
+        raise ValueError(f"item counts must be >= 0, got train={train}, val={val}")
+    if Path(out).resolve() == Path(cache_dir).resolve():
+        raise ValueError("the output folder must differ from the base cache")
+    cache = Cache(cache_dir)
+    if cache.views.shape[1] < min_views or cache.view_teacher_flip is None:
+        raise ValueError(f"{cache_dir} needs >= {min_views} views per face (attnmesh.transformer.data's default)")
+    return cache
+
+
+def main(build: Callable[..., Path], argv: list[str] | None, *, prog: str, description: str, cache: str, out: str,
+         train: int, what: str, min_views: int, views_hint: str) -> None:
+    """The command line of a synthetic-item builder ``build(cache, out, train, val, threads, seed, log)``: bad
+    arguments are one-line errors, progress goes to stderr."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--cache", type=Path, default=Path(cache), help="base cache (built with views)")
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--train", type=int, default=train, help=f"training {what}")
+    p.add_argument("--val", type=int, default=300, help=f"validation {what} (reported separately)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.train < 0 or a.val < 0:
+        p.error("--train and --val must be >= 0")
+    if not (a.cache / "meta.json").is_file():
+        sys.exit(f"error: {a.cache} is not a cache folder (no meta.json)")
+    views = a.cache / "views.npy"
+    if not views.is_file() or np.load(views, mmap_mode="r").shape[1] < min_views:
+        sys.exit(f"error: {a.cache} needs {views_hint}")
+    if a.out.resolve() == a.cache.resolve():
+        p.error("--out must differ from --cache")
+    build(a.cache, a.out, a.train, a.val, a.threads, a.seed, log=lambda m: print(m, file=sys.stderr))
