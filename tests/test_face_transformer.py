@@ -423,3 +423,44 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
         fm.landmark_model = student
         faces = fm.process(cv2.cvtColor(cv2.imread(str(DATA / "photos" / "face-biden.jpg")), cv2.COLOR_BGR2RGB))
     assert len(faces) == 1 and faces[0].landmarks.shape == (478, 3)
+
+
+def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path):
+    """attnmesh.transformer.soup: every float tensor (BatchNorm statistics included) is the mean of the
+    checkpoints' tensors, integer buffers come from the first; a checkpoint of another architecture is a clear
+    error (library and command line)."""
+    import subprocess
+    import sys
+
+    from attnmesh.transformer.distill import save_checkpoint
+    from attnmesh.transformer.runner import load_face_transformer_file
+    from attnmesh.transformer.soup import average
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = FaceTransformer("xs", 128, 64, 1)
+        for name, buf in m.named_buffers():
+            if buf.is_floating_point():
+                buf.uniform_(0.5, 1.5)  # distinct running statistics
+        save_checkpoint(m, 10 + seed, tmp_path / f"{seed}.pt")
+        models.append(m)
+    soup = average([tmp_path / "0.pt", tmp_path / "1.pt"])
+    a, b = models[0].state_dict(), models[1].state_dict()
+    assert soup["step"] == 21 and soup.keys() >= {"model", "size", "input_size"}
+    for k, v in soup["model"].items():
+        if a[k].is_floating_point():
+            assert torch.allclose(v, (a[k] + b[k]) / 2, atol=1e-7), k
+        else:
+            assert torch.equal(v, a[k]), k
+    torch.save(soup, tmp_path / "soup.pt")
+    x = torch.rand(1, 3, 128, 128)
+    assert load_face_transformer_file(tmp_path / "soup.pt")(x).landmarks.shape == (1, 478, 3)
+
+    save_checkpoint(FaceTransformer("xs", 128, 0, None), 5, tmp_path / "plain.pt")  # no point refiner
+    with pytest.raises(ValueError, match="another architecture"):
+        average([tmp_path / "0.pt", tmp_path / "plain.pt"])
+    r = subprocess.run([sys.executable, "-m", "attnmesh.transformer.soup", str(tmp_path / "0.pt"),
+                        str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.pt").exists()
