@@ -20,15 +20,14 @@ builds the student's input.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from . import synthetic
-from .data import CACHE_CROP, COMPOSITE_SOURCE, _Teacher
-from .synthetic import FACE_ROI_IN_CACHE, append_items, label_views, usable_faces
+from .data import CACHE_CROP, COMPOSITE_SOURCE, Cache
+from .synthetic import FACE_ROI_IN_CACHE
 
 BEHIND = 0.7  # probability that the donor is pasted behind the main face (else in front of it)
 DONOR_SCALE = (0.75, 1.15)  # donor face side / main face side
@@ -89,38 +88,27 @@ def between_view(offset: tuple[float, float], rng: np.random.Generator) -> np.nd
                      side * math.exp(rng.uniform(*BETWEEN_LOG_SCALE)), rng.uniform(*BETWEEN_ROTATION)], np.float32)
 
 
+def _composites(cache: Cache, split: str, pool: np.ndarray, count: int, rng: np.random.Generator):
+    """(crop, views, meta) of ``count`` composites of faces of ``pool`` (main and donor from different images)."""
+    if len({cache.meta[k]["key"] for k in pool}) < 2:
+        raise ValueError(f"the cache has {split} faces from fewer than two images")
+    for _ in range(count):
+        i, j = (int(k) for k in rng.choice(pool, 2, replace=False))
+        while cache.meta[j]["key"] == cache.meta[i]["key"]:
+            j = int(rng.choice(pool))
+        crop, how = composite(np.asarray(cache.crops[i]), cache.teacher[i], np.asarray(cache.crops[j]),
+                              cache.teacher[j], rng)
+        views = np.array(cache.views[i], np.float32)
+        views[len(views) - BETWEEN_VIEWS:] = [between_view(how["offset"], rng) for _ in range(BETWEEN_VIEWS)]
+        key = f"{COMPOSITE_SOURCE}/{cache.meta[i]['key']}+{cache.meta[j]['key']}"
+        yield crop, views, {"source": COMPOSITE_SOURCE, "key": key, "main": i, "donor": j, **how}
+
+
 def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` composites appended (main and donor
     faces of the same split, from different images; faces the teacher accepts with all views)."""
-    from ..eval.maps import mirror_478
-
-    cache = synthetic.check_build(cache_dir, out, train, val, 2 + BETWEEN_VIEWS)
-    rng = np.random.default_rng(seed)
-    teacher = _Teacher(threads)
-    mirror = mirror_478()
-    ok = usable_faces(cache)
-    made: list[dict] = []
-    t0 = time.perf_counter()
-    for split, count in (("train", train), ("val", val)):
-        pool = np.nonzero(ok & (cache.split == split))[0]
-        if count and len({cache.meta[k]["key"] for k in pool}) < 2:
-            raise ValueError(f"{cache_dir} has {split} faces from fewer than two images")
-        for n in range(count):
-            i, j = (int(k) for k in rng.choice(pool, 2, replace=False))
-            while cache.meta[j]["key"] == cache.meta[i]["key"]:
-                j = int(rng.choice(pool))
-            crop, how = composite(np.asarray(cache.crops[i]), cache.teacher[i], np.asarray(cache.crops[j]),
-                                  cache.teacher[j], rng)
-            views = np.array(cache.views[i], np.float32)
-            views[len(views) - BETWEEN_VIEWS:] = [between_view(how["offset"], rng) for _ in range(BETWEEN_VIEWS)]
-            plain, flipped, score = label_views(teacher, crop, views, mirror)
-            key = f"{COMPOSITE_SOURCE}/{cache.meta[i]['key']}+{cache.meta[j]['key']}"
-            made.append({"crop": crop, "views": views, "plain": plain, "flipped": flipped, "score": score,
-                         "meta": {"source": COMPOSITE_SOURCE, "split": split, "face": 0, "key": key,
-                                  "main": i, "donor": j, **how}})
-            if (n + 1) % 250 == 0 or n + 1 == count:
-                log(f"{split}: {n + 1}/{count} composites ({time.perf_counter() - t0:.0f} s)")
-    return append_items(cache_dir, made, out, "composites")
+    return synthetic.build(cache_dir, out, train, val, _composites, kind="composites",
+                           min_views=2 + BETWEEN_VIEWS, threads=threads, seed=seed, log=log)
 
 
 def main(argv: list[str] | None = None) -> None:

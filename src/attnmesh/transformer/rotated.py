@@ -18,22 +18,14 @@ the teacher's input as for the student's.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from . import synthetic
-from .data import (
-    CACHE_CROP,
-    IDENTITY_VIEW,
-    ROTATED_SOURCE,
-    VIEW_LOG_SCALE,
-    VIEW_SHIFT_X,
-    VIEW_SHIFT_Y,
-    _Teacher,
-)
-from .synthetic import FACE_ROI_IN_CACHE, append_items, label_views, usable_faces
+from .data import (CACHE_CROP, IDENTITY_VIEW, ROTATED_SOURCE, VIEW_LOG_SCALE, VIEW_SHIFT_X, VIEW_SHIFT_Y,
+                   Cache)
+from .synthetic import FACE_ROI_IN_CACHE
 
 ROTATION = (0.15, 0.75)  # |in-plane turn| of a rotated view from the face ROI, radians (sign drawn at random)
 
@@ -48,33 +40,20 @@ def rotated_view(rng: np.random.Generator) -> np.ndarray:
                      side * math.exp(rng.uniform(*VIEW_LOG_SCALE)), turn], np.float32)
 
 
+def _rotated_items(cache: Cache, split: str, pool: np.ndarray, count: int, rng: np.random.Generator):
+    """(crop, views, meta) of ``count`` rotated-view items of faces of ``pool`` (no face twice while there are
+    enough)."""
+    for i in (int(k) for k in rng.choice(pool, count, replace=count > len(pool))):
+        views = np.stack([IDENTITY_VIEW] + [rotated_view(rng) for _ in range(cache.views.shape[1] - 1)])
+        yield (np.asarray(cache.crops[i]), views,
+               {"source": ROTATED_SOURCE, "key": f"{ROTATED_SOURCE}/{cache.meta[i]['key']}", "base": i})
+
+
 def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` rotated-view items appended (faces
     of each split drawn without repeats while the split has enough of them)."""
-    from ..eval.maps import mirror_478
-
-    cache = synthetic.check_build(cache_dir, out, train, val, 2)
-    rng = np.random.default_rng(seed)
-    teacher = _Teacher(threads)
-    mirror = mirror_478()
-    ok = usable_faces(cache)
-    made: list[dict] = []
-    t0 = time.perf_counter()
-    for split, count in (("train", train), ("val", val)):
-        pool = np.nonzero(ok & (cache.split == split))[0]
-        if count and not len(pool):
-            raise ValueError(f"{cache_dir} has no usable {split} faces")
-        picks = rng.choice(pool, count, replace=count > len(pool)) if count else []
-        for n, i in enumerate(int(k) for k in picks):
-            crop = np.asarray(cache.crops[i])
-            views = np.stack([IDENTITY_VIEW] + [rotated_view(rng) for _ in range(cache.views.shape[1] - 1)])
-            plain, flipped, score = label_views(teacher, crop, views, mirror)
-            made.append({"crop": crop, "views": views, "plain": plain, "flipped": flipped, "score": score,
-                         "meta": {"source": ROTATED_SOURCE, "split": split, "face": 0,
-                                  "key": f"{ROTATED_SOURCE}/{cache.meta[i]['key']}", "base": i}})
-            if (n + 1) % 250 == 0 or n + 1 == count:
-                log(f"{split}: {n + 1}/{count} rotated items ({time.perf_counter() - t0:.0f} s)")
-    return append_items(cache_dir, made, out, "rotated")
+    return synthetic.build(cache_dir, out, train, val, _rotated_items, kind="rotated", min_views=2,
+                           threads=threads, seed=seed, log=log)
 
 
 def main(argv: list[str] | None = None) -> None:

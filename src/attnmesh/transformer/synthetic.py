@@ -13,21 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..geometry.roi import Roi, crop_image
-from .data import (
-    IDENTITY_VIEW,
-    SYNTHETIC_SOURCES,
-    TEACHER_SIZE,
-    Cache,
-    _Teacher,
-    crop_points_to_cache,
-    mirrored_answers,
-)
+from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
+                   mirrored_answers)
 
 # the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
 FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
@@ -90,6 +84,40 @@ def check_build(cache_dir: Path, out: Path, train: int, val: int, min_views: int
     if cache.views.shape[1] < min_views or cache.view_teacher_flip is None:
         raise ValueError(f"{cache_dir} needs >= {min_views} views per face (attnmesh.transformer.data's default)")
     return cache
+
+
+# make(cache, split, pool, count, rng) -> (crop, views, meta) for each of ``count`` items of ``split`` drawn from
+# the usable faces ``pool`` of that split
+ItemMaker = Callable[[Cache, str, np.ndarray, int, np.random.Generator], Iterator[tuple[np.ndarray, np.ndarray, dict]]]
+
+
+def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, kind: str, min_views: int,
+          threads: int = 1, seed: int = 0, log: Callable[[str], None] = print) -> Path:
+    """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` synthetic items appended: ``make``
+    draws each item's crop, views and meta from the usable faces (:func:`usable_faces`) of its split, and every
+    view is labelled by the teacher (:func:`label_views`). Progress goes to ``log``."""
+    from ..eval.maps import mirror_478
+
+    cache = check_build(cache_dir, out, train, val, min_views)
+    rng = np.random.default_rng(seed)
+    teacher = _Teacher(threads)
+    mirror = mirror_478()
+    ok = usable_faces(cache)
+    made: list[dict] = []
+    t0 = time.perf_counter()
+    for split, count in (("train", train), ("val", val)):
+        if not count:
+            continue
+        pool = np.nonzero(ok & (cache.split == split))[0]
+        if not len(pool):
+            raise ValueError(f"{cache_dir} has no usable {split} faces")
+        for n, (crop, views, meta) in enumerate(make(cache, split, pool, count, rng)):
+            plain, flipped, score = label_views(teacher, crop, views, mirror)
+            made.append({"crop": crop, "views": views, "plain": plain, "flipped": flipped, "score": score,
+                         "meta": {"source": meta["source"], "split": split, "face": 0, **meta}})
+            if (n + 1) % 250 == 0 or n + 1 == count:
+                log(f"{split}: {n + 1}/{count} {kind} items ({time.perf_counter() - t0:.0f} s)")
+    return append_items(cache_dir, made, out, kind)
 
 
 def main(build: Callable[..., Path], argv: list[str] | None, *, prog: str, description: str, cache: str, out: str,
