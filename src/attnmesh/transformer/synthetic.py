@@ -113,6 +113,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, 
             raise ValueError(f"{cache_dir} has no usable {split} faces")
         for n, (crop, views, meta) in enumerate(make(cache, split, pool, count, rng)):
             plain, flipped, score = label_views(teacher, crop, views, mirror)
+            # meta keys in the order every cache item has them (source, split, face, ...): meta.json stays
+            # byte-identical to the builds the shipped weights were trained on
             made.append({"crop": crop, "views": views, "plain": plain, "flipped": flipped, "score": score,
                          "meta": {"source": meta["source"], "split": split, "face": 0, **meta}})
             if (n + 1) % 250 == 0 or n + 1 == count:
