@@ -317,6 +317,61 @@ def test_rotated_items_turn_the_view_and_carry_the_teachers_answers(small_views_
     _assert_targets_are_the_teachers_answers(mixed, len(base))
 
 
+def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(small_views_cache, tmp_path):
+    """A degraded item is its base face's crop at low resolution (area-downsampled to the recorded face size,
+    optionally JPEG-compressed, upsampled back: recomputed here with OpenCV) or squeezed by the recorded affine;
+    the teacher's face-ROI answer on a squeezed crop follows the squeeze; views are the face ROI and ordinary
+    random views; every view's targets are the teacher's own answers on that crop (run again here)."""
+    import cv2
+
+    from attnmesh.transformer import degraded as dg
+    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, DEGRADED_SOURCE, IDENTITY_VIEW, VIEW_LOG_SCALE,
+                                           VIEW_ROTATION, Cache)
+    from attnmesh.transformer.distill import hard_views
+
+    base = Cache(small_views_cache)
+    dg.build(small_views_cache, tmp_path / "mixed", train=8, val=0, log=lambda s: None)
+    mixed = Cache(tmp_path / "mixed")
+    assert len(mixed) == len(base) + 8 and list(mixed.source[-8:]) == [DEGRADED_SOURCE] * 8
+    assert (mixed.split[-8:] == "train").all() and (mixed.identity[-8:] == -1).all()
+    first = {}
+    followed, unmoved = [], []
+    for i in range(len(base), len(mixed)):
+        how, j = mixed.meta[i], mixed.meta[i]["base"]
+        first.setdefault(how["kind"], i)
+        crop = np.asarray(base.crops[j])
+        if how["kind"] == "low resolution":
+            n = round(CACHE_CROP * how["side"] / (CACHE_CROP / CONTEXT))
+            small = cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA)
+            if how["quality"] is not None:
+                small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, how["quality"]])[1],
+                                     cv2.IMREAD_UNCHANGED)
+            expect = cv2.resize(small, (CACHE_CROP, CACHE_CROP), interpolation=cv2.INTER_LINEAR)
+            assert dg.LOW_RES_SIDE[0] <= how["side"] <= dg.LOW_RES_SIDE[1]
+        else:
+            a = dg.squeeze_affine(how["scale"], how["shear"], how["vertical"])
+            centre = np.full(2, (CACHE_CROP - 1) / 2)  # OpenCV pixel coordinates
+            assert np.allclose(a[:, :2] @ centre + a[:, 2], centre)  # the squeeze keeps the crop's centre
+            expect = cv2.warpAffine(crop, a, (CACHE_CROP, CACHE_CROP), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            b = base.view_teacher[j, 0, :, :2].astype(np.float64)
+            moved = (b - 0.5) @ a[:, :2].T + a[:, 2] + 0.5  # continuous pixel coordinates -> OpenCV's and back
+            followed.append(np.linalg.norm(mixed.view_teacher[i, 0, :, :2] - moved, axis=-1).mean())
+            unmoved.append(np.linalg.norm(mixed.view_teacher[i, 0, :, :2] - b, axis=-1).mean())
+        assert np.array_equal(mixed.crops[i], expect), i
+        assert np.array_equal(mixed.views[i, 0], IDENTITY_VIEW)
+        side = mixed.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
+        assert (side >= np.exp(VIEW_LOG_SCALE[0]) - 1e-5).all() and (side <= np.exp(VIEW_LOG_SCALE[1]) + 1e-5).all()
+        assert (np.abs(mixed.views[i, 1:, 3]) <= VIEW_ROTATION[1] + 1e-6).all()
+    assert set(first) == set(dg.KINDS)
+    # on the real cache the teacher's answer on a squeezed face lies 2.4% IOD from its answer on the face
+    # squeezed the same way, 5.6% from its unsqueezed answer
+    assert np.mean(followed) < 0.6 * np.mean(unmoved)
+    assert hard_views(mixed, DEGRADED_SOURCE)[1] == range(mixed.views.shape[1])
+    for i in first.values():
+        _assert_targets_are_the_teachers_answers(mixed, i)
+
+
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):
     from attnmesh.transformer.data import Augment, collect, save_cache

@@ -41,7 +41,8 @@ from torch import nn
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
 from .composite import BETWEEN_VIEWS
-from .data import COMPOSITE_SOURCE, DETECTOR_VIEW, ROTATED_SOURCE, SYNTHETIC_SOURCES, Augment, Cache, make_batch
+from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, ROTATED_SOURCE, SYNTHETIC_SOURCES, Augment, Cache,
+                   make_batch)
 from .runner import model_from_checkpoint, read_checkpoint
 
 
@@ -175,10 +176,11 @@ def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, ba
 def hard_views(cache: Cache, source: str) -> tuple[str, range]:
     """What a synthetic source's items are for: (name, the views of each item that hold the hard case).
     Composites: the last ``BETWEEN_VIEWS`` (drawn between two faces); rotated items: every view but the face
-    ROI."""
+    ROI; degraded items: every view (the whole crop is degraded)."""
     n = cache.views.shape[1]
     return {COMPOSITE_SOURCE: ("between views", range(n - BETWEEN_VIEWS, n)),
-            ROTATED_SOURCE: ("rotated views", range(1, n))}[source]
+            ROTATED_SOURCE: ("rotated views", range(1, n)),
+            DEGRADED_SOURCE: ("all views", range(n))}[source]
 
 
 def evaluate_views(model: FaceTransformer, cache: Cache, idx: np.ndarray, views: range) -> float:
