@@ -40,7 +40,7 @@ def low_resolution(crop: np.ndarray, side: float, quality: int | None) -> np.nda
     n = max(8, round(crop.shape[0] * side / (CACHE_CROP / CONTEXT)))
     small = cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA)
     if quality is not None:
-        ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        _, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
         small = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     return cv2.resize(small, crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
@@ -95,14 +95,13 @@ def _degraded_items(cache: Cache, split: str, pool: np.ndarray, count: int, rng:
 def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` degraded items appended (faces of
     each split drawn without repeats while the split has enough of them)."""
-    return synthetic.build(cache_dir, out, train, val, _degraded_items, kind="degraded", min_views=2,
+    return synthetic.build(cache_dir, out, train, val, _degraded_items, kind="degraded",
                            threads=threads, seed=seed, log=log)
 
 
 def main(argv: list[str] | None = None) -> None:
     synthetic.main(build, argv, prog="python -m attnmesh.transformer.degraded", description=__doc__.split("\n\n")[0],
-                   cache="out/ft_cache_rotated", out="out/ft_cache_degraded", train=2000, what="degraded items",
-                   min_views=2, views_hint="the face ROI and at least one more view per face (build it without --no-views)")
+                   cache="out/ft_cache_rotated", out="out/ft_cache_degraded", train=2000, what="degraded items")
 
 
 if __name__ == "__main__":

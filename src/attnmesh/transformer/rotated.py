@@ -52,14 +52,13 @@ def _rotated_items(cache: Cache, split: str, pool: np.ndarray, count: int, rng: 
 def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, seed: int = 0, log=print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` rotated-view items appended (faces
     of each split drawn without repeats while the split has enough of them)."""
-    return synthetic.build(cache_dir, out, train, val, _rotated_items, kind="rotated", min_views=2,
+    return synthetic.build(cache_dir, out, train, val, _rotated_items, kind="rotated",
                            threads=threads, seed=seed, log=log)
 
 
 def main(argv: list[str] | None = None) -> None:
     synthetic.main(build, argv, prog="python -m attnmesh.transformer.rotated", description=__doc__.split("\n\n")[0],
-                   cache="out/ft_cache_composite", out="out/ft_cache_rotated", train=2000, what="rotated items",
-                   min_views=2, views_hint="the face ROI and at least one more view per face (build it without --no-views)")
+                   cache="out/ft_cache_composite", out="out/ft_cache_rotated", train=2000, what="rotated items")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teach
 
 # the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
 FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
+# what a builder needs of its base cache unless it says otherwise: the face ROI and at least one more view
+MIN_VIEWS = 2
+MIN_VIEWS_HINT = "the face ROI and at least one more view per face (build it without --no-views)"
 
 
 def usable_faces(cache: Cache) -> np.ndarray:
@@ -91,7 +94,7 @@ def check_build(cache_dir: Path, out: Path, train: int, val: int, min_views: int
 ItemMaker = Callable[[Cache, str, np.ndarray, int, np.random.Generator], Iterator[tuple[np.ndarray, np.ndarray, dict]]]
 
 
-def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, kind: str, min_views: int,
+def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, kind: str, min_views: int = MIN_VIEWS,
           threads: int = 1, seed: int = 0, log: Callable[[str], None] = print) -> Path:
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` synthetic items appended: ``make``
     draws each item's crop, views and meta from the usable faces (:func:`usable_faces`) of its split, and every
@@ -123,7 +126,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, 
 
 
 def main(build: Callable[..., Path], argv: list[str] | None, *, prog: str, description: str, cache: str, out: str,
-         train: int, what: str, min_views: int, views_hint: str) -> None:
+         train: int, what: str, min_views: int = MIN_VIEWS, views_hint: str = MIN_VIEWS_HINT) -> None:
     """The command line of a synthetic-item builder ``build(cache, out, train, val, threads, seed, log)``: bad
     arguments are one-line errors, progress goes to stderr."""
     p = argparse.ArgumentParser(prog=prog, description=description)
