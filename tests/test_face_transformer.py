@@ -372,6 +372,80 @@ def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(s
         _assert_targets_are_the_teachers_answers(mixed, i)
 
 
+def test_morph_geometry_similarity_and_spline_field():
+    """The similarity fit recovers a known scale, rotation and shift; the warp field sends each steering target
+    point back to its base point (the spline interpolates them) and leaves the crop's border where it is."""
+    import cv2
+
+    from attnmesh.transformer import morphed as mp
+    from attnmesh.transformer.data import CACHE_CROP
+
+    rng = np.random.default_rng(3)
+    src = rng.uniform(30, 130, (468, 2))
+    s, a, t = 1.3, 0.4, np.array([5.0, -7.0])
+    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    fit = mp.similarity(src, s * src @ r.T + t)
+    assert np.allclose(fit[:, :2], s * r, atol=1e-9) and np.allclose(fit[:, 2], t, atol=1e-7)
+    mirrored = src * (-1, 1)  # a reflection is not a similarity: the fit keeps a proper rotation
+    assert np.linalg.det(mp.similarity(src, mirrored)[:, :2]) > 0
+
+    base = rng.uniform(40, 120, (468, 2))
+    target = base + 4 * np.sin(base[:, ::-1] / 20)  # a smooth displacement, as between two faces' meshes
+    field = mp.warp_field(base, target)  # OpenCV pixel coordinates: continuous coordinate - 0.5
+    steer = target[::mp.CONTROL_STEP]
+    back = np.stack([cv2.remap(field[..., k], (steer[:, 0] - 0.5).astype(np.float32)[None],
+                               (steer[:, 1] - 0.5).astype(np.float32)[None], cv2.INTER_LINEAR)[0]
+                     for k in range(2)], -1) + 0.5
+    assert np.linalg.norm(back - base[::mp.CONTROL_STEP], axis=-1).max() < 0.1  # bilinear reading of the field
+    grid = np.stack(np.meshgrid(np.arange(CACHE_CROP), np.arange(CACHE_CROP)), -1)
+    border = np.zeros((CACHE_CROP, CACHE_CROP), bool)  # anchored every 32 px along the crop's border
+    border[[0, -1]] = border[:, [0, -1]] = True
+    assert np.abs(field[border] - grid[border]).max() < 0.5
+    assert np.abs(mp.warp_field(base, base) - grid).max() < 1e-6  # no move: the identity map
+
+
+def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(small_views_cache, tmp_path):
+    """A morphed item is its base face's crop warped toward another face's aligned mesh: the teacher's
+    face-ROI answer on it lies near the recorded target shape, much nearer than to the base face's own mesh;
+    its views are the face ROI and ordinary random views; every view's targets are the teacher's own answers
+    on that crop (run again here), plain and mirrored."""
+    from attnmesh.transformer import morphed as mp
+    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, IDENTITY_VIEW, MORPHED_SOURCE, VIEW_LOG_SCALE,
+                                           VIEW_ROTATION, Cache)
+    from attnmesh.transformer.distill import hard_views
+
+    base = Cache(small_views_cache)
+    mp.build(small_views_cache, tmp_path / "mixed", train=6, val=0, log=lambda s: None)
+    mixed = Cache(tmp_path / "mixed")
+    assert len(mixed) == len(base) + 6 and list(mixed.source[-6:]) == [MORPHED_SOURCE] * 6
+    assert (mixed.split[-6:] == "train").all() and (mixed.identity[-6:] == -1).all()
+    followed, unmoved = [], []
+    for i in range(len(base), len(mixed)):
+        how = mixed.meta[i]
+        j, k = how["base"], how["other"]
+        assert j != k and mixed.split[j] == mixed.split[k] == "train"
+        assert mp.AMOUNT[0] <= how["amount"] <= mp.AMOUNT[1]
+        own = base.view_teacher[j, 0, :468, :2].astype(np.float64)
+        other = base.view_teacher[k, 0, :468, :2].astype(np.float64)
+        target = mp.target_shape(own, other, how["amount"])
+        # the target is the base mesh moved `amount` of the way toward the other mesh, aligned: re-fit here
+        moved = (target - (1 - how["amount"]) * own) / how["amount"]
+        fit = mp.similarity(other, moved)
+        assert np.abs(other @ fit[:, :2].T + fit[:, 2] - moved).max() < 1e-6
+        answer = mixed.view_teacher[i, 0, :468, :2]
+        iod = np.linalg.norm(own[33] - own[263])
+        followed.append(np.linalg.norm(answer - target, axis=-1).mean() / iod)
+        unmoved.append(np.linalg.norm(answer - own, axis=-1).mean() / iod)
+        assert np.array_equal(mixed.views[i, 0], IDENTITY_VIEW)
+        side = mixed.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
+        assert (side >= np.exp(VIEW_LOG_SCALE[0]) - 1e-5).all() and (side <= np.exp(VIEW_LOG_SCALE[1]) + 1e-5).all()
+        assert (np.abs(mixed.views[i, 1:, 3]) <= VIEW_ROTATION[1] + 1e-6).all()
+    # on the 300 validation items of the real cache: 2.6% IOD from the target shape, 5.9% from the base mesh
+    assert np.mean(followed) < 0.6 * np.mean(unmoved), (followed, unmoved)
+    assert hard_views(mixed, MORPHED_SOURCE)[1] == range(mixed.views.shape[1])
+    _assert_targets_are_the_teachers_answers(mixed, len(base))
+
+
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):
     from attnmesh.transformer.data import Augment, collect, save_cache

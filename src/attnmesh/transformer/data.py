@@ -63,7 +63,8 @@ YTF_VAL_MOD = 10
 COMPOSITE_SOURCE = "composite"  # a second face pasted beside the face (attnmesh.transformer.composite)
 ROTATED_SOURCE = "rotated"  # the face seen through ROIs turned far from upright (attnmesh.transformer.rotated)
 DEGRADED_SOURCE = "degraded"  # the face at low resolution or squeezed (attnmesh.transformer.degraded)
-SYNTHETIC_SOURCES = (COMPOSITE_SOURCE, ROTATED_SOURCE, DEGRADED_SOURCE)
+MORPHED_SOURCE = "morphed"  # the face warped toward another face's shape (attnmesh.transformer.morphed)
+SYNTHETIC_SOURCES = (COMPOSITE_SOURCE, ROTATED_SOURCE, DEGRADED_SOURCE, MORPHED_SOURCE)
 RANDOM_VIEWS = 3  # perturbed ROIs per face, each labelled by the teacher on its own crop
 # Ranges of the random views, in the face ROI's frame (fractions of its side, radians), drawn uniformly. They
 # cover how the detector's ROI sits relative to the landmark ROI (measured on YTF and video faces: log scale

@@ -8,7 +8,7 @@ are where it is furthest from the teacher.
 
 Each item copies a cached face's crop, degrades the whole crop one of two ways (:data:`KINDS`, drawn with
 equal odds; the parameters go into the item's meta, so the crop can be rebuilt from its base), and draws
-fresh ordinary views of it (:func:`data.random_view`); row 0 stays the face ROI. As for every synthetic item
+fresh ordinary views of it (:func:`synthetic.ordinary_views`); row 0 stays the face ROI. As for every synthetic item
 (:mod:`.synthetic`) each view is labelled by the teacher on the crop of that view and on its mirror.
 
     python -m attnmesh.transformer.degraded --cache out/ft_cache_rotated --out out/ft_cache_degraded
@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 
 from . import synthetic
-from .data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, IDENTITY_VIEW, Cache, random_view
-from .synthetic import FACE_ROI_IN_CACHE
+from .data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
 
 LOW_RES_SIDE = (24.0, 64.0)  # side of the face ROI at low resolution, pixels (cached: CACHE_CROP / CONTEXT = 128)
 JPEG = 0.5  # probability that a low-resolution crop is also JPEG-compressed
@@ -74,21 +73,12 @@ def random_degradation(rng: np.random.Generator) -> dict:
             "vertical": bool(rng.random() < SQUEEZE_VERTICAL)}
 
 
-def ordinary_views(count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, 4) views of a cache crop: the face ROI, then ``count - 1`` random views (:func:`data.random_view`)."""
-    views = [IDENTITY_VIEW]
-    for _ in range(count - 1):
-        v = random_view(FACE_ROI_IN_CACHE, rng)
-        views.append(np.array([v.center_x, v.center_y, v.size, v.rotation], np.float32))
-    return np.stack(views)
-
-
 def _degraded_items(cache: Cache, split: str, pool: np.ndarray, count: int, rng: np.random.Generator):
     """(crop, views, meta) of ``count`` degraded items of faces of ``pool`` (no face twice while there are
     enough)."""
     for i in (int(k) for k in rng.choice(pool, count, replace=count > len(pool))):
         how = random_degradation(rng)
-        yield (degrade(np.asarray(cache.crops[i]), how), ordinary_views(cache.views.shape[1], rng),
+        yield (degrade(np.asarray(cache.crops[i]), how), synthetic.ordinary_views(cache.views.shape[1], rng),
                {"source": DEGRADED_SOURCE, "key": f"{DEGRADED_SOURCE}/{cache.meta[i]['key']}", "base": i, **how})
 
 

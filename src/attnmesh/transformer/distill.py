@@ -41,8 +41,8 @@ from torch import nn
 from ..eval.maps import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
 from .composite import BETWEEN_VIEWS
-from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, ROTATED_SOURCE, SYNTHETIC_SOURCES, Augment, Cache,
-                   make_batch)
+from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, MORPHED_SOURCE, ROTATED_SOURCE,
+                   SYNTHETIC_SOURCES, Augment, Cache, make_batch)
 from .runner import model_from_checkpoint, read_checkpoint
 
 
@@ -176,11 +176,12 @@ def evaluate_landmarks(model: FaceTransformer, cache: Cache, idx: np.ndarray, ba
 def hard_views(cache: Cache, source: str) -> tuple[str, range]:
     """What a synthetic source's items are for: (name, the views of each item that hold the hard case).
     Composites: the last ``BETWEEN_VIEWS`` (drawn between two faces); rotated items: every view but the face
-    ROI; degraded items: every view (the whole crop is degraded)."""
+    ROI; degraded and morphed items: every view (the whole crop is edited)."""
     n = cache.views.shape[1]
     return {COMPOSITE_SOURCE: ("between views", range(n - BETWEEN_VIEWS, n)),
             ROTATED_SOURCE: ("rotated views", range(1, n)),
-            DEGRADED_SOURCE: ("all views", range(n))}[source]
+            DEGRADED_SOURCE: ("all views", range(n)),
+            MORPHED_SOURCE: ("all views", range(n))}[source]
 
 
 def evaluate_views(model: FaceTransformer, cache: Cache, idx: np.ndarray, views: range) -> float:

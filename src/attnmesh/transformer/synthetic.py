@@ -21,7 +21,7 @@ import numpy as np
 
 from ..geometry.roi import Roi, crop_image
 from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
-                   mirrored_answers)
+                   mirrored_answers, random_view)
 
 # the face ROI in its own cache crop (the crop is the ROI scaled by CONTEXT about the same centre)
 FACE_ROI_IN_CACHE = Roi(*(float(v) for v in IDENTITY_VIEW))
@@ -34,6 +34,15 @@ def usable_faces(cache: Cache) -> np.ndarray:
     """(N,) bool: real (not synthetic) faces the teacher accepts, with every view present."""
     return (cache.is_face & (cache.score >= 0.5) & ~np.isin(cache.source, SYNTHETIC_SOURCES)
             & ~np.isnan(cache.views[:, :, 0]).any(1))
+
+
+def ordinary_views(count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 4) views of a cache crop: the face ROI, then ``count - 1`` random views (:func:`data.random_view`)."""
+    views = [IDENTITY_VIEW]
+    for _ in range(count - 1):
+        v = random_view(FACE_ROI_IN_CACHE, rng)
+        views.append(np.array([v.center_x, v.center_y, v.size, v.rotation], np.float32))
+    return np.stack(views)
 
 
 def label_views(teacher: _Teacher, crop: np.ndarray, views: np.ndarray, mirror: np.ndarray
