@@ -1,5 +1,5 @@
-"""Cache items made from cached faces: what the distractor composites (:mod:`.composite`) and the rotated
-views (:mod:`.rotated`) share.
+"""Cache items made from cached faces: what the distractor composites (:mod:`.composite`), the rotated
+views (:mod:`.rotated`), the degraded faces (:mod:`.degraded`) and the morphed faces (:mod:`.morphed`) share.
 
 A synthetic item is a 160-pixel cache crop (a cached face's crop, possibly edited) with its own views, every
 view labelled by the teacher on the crop of that view and on its mirror, exactly as
