@@ -18,8 +18,8 @@ Measured on the 300 validation items of the build below: the target shape lies 5
 the teacher's answer on the morphed crop 2.6% from the target shape and 5.9% from the base mesh (the face moved
 as intended); the teacher finds a face on 99.7% of the views. The stage-7 student is 2.60% from the teacher on
 them, against 2.22% on the ordinary validation faces. Building 3,000 + 300 items takes about 9 minutes.
-Trained on (stage 10, not shipped), the student learnt the morphs (2.54 -> 2.35%) but got no closer to the
-teacher on real validation faces (model card, limitations).
+Trained on them (stage 10, not shipped), the student learnt the morphs (stage 8: 2.54%, the stage-10 runs:
+2.35%) but got no closer to the teacher on real validation faces (model card, limitations).
 
     python -m attnmesh.transformer.morphed --cache out/ft_cache_rotated --out out/ft_cache_morphed
 """
