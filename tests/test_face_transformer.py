@@ -242,6 +242,16 @@ def _assert_targets_are_the_teachers_answers(cache, i: int) -> None:
                 assert b["score"][0] == pytest.approx(float(score[0]), abs=1e-6)
 
 
+def _assert_face_roi_then_ordinary_views(cache, i: int) -> None:
+    """Cache item ``i``'s views are the face ROI, then views inside the ordinary random ranges (VIEW_*)."""
+    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, IDENTITY_VIEW, VIEW_LOG_SCALE, VIEW_ROTATION
+
+    assert np.array_equal(cache.views[i, 0], IDENTITY_VIEW)
+    side = cache.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
+    assert (side >= np.exp(VIEW_LOG_SCALE[0]) - 1e-5).all() and (side <= np.exp(VIEW_LOG_SCALE[1]) + 1e-5).all()
+    assert (np.abs(cache.views[i, 1:, 3]) <= VIEW_ROTATION[1] + 1e-6).all()
+
+
 def test_composites_paste_a_second_face_and_carry_the_teachers_answers(small_views_cache, tmp_path):
     """A distractor composite keeps the main face's pixels on top when the donor is behind it (and changes
     pixels where the donor went), its between-views lie on the way to the donor, and every view's targets, as
@@ -325,8 +335,7 @@ def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(s
     import cv2
 
     from attnmesh.transformer import degraded as dg
-    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, DEGRADED_SOURCE, IDENTITY_VIEW, VIEW_LOG_SCALE,
-                                           VIEW_ROTATION, Cache)
+    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
     from attnmesh.transformer.distill import hard_views
 
     base = Cache(small_views_cache)
@@ -359,10 +368,7 @@ def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(s
             followed.append(np.linalg.norm(mixed.view_teacher[i, 0, :, :2] - moved, axis=-1).mean())
             unmoved.append(np.linalg.norm(mixed.view_teacher[i, 0, :, :2] - b, axis=-1).mean())
         assert np.array_equal(mixed.crops[i], expect), i
-        assert np.array_equal(mixed.views[i, 0], IDENTITY_VIEW)
-        side = mixed.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
-        assert (side >= np.exp(VIEW_LOG_SCALE[0]) - 1e-5).all() and (side <= np.exp(VIEW_LOG_SCALE[1]) + 1e-5).all()
-        assert (np.abs(mixed.views[i, 1:, 3]) <= VIEW_ROTATION[1] + 1e-6).all()
+        _assert_face_roi_then_ordinary_views(mixed, i)
     assert set(first) == set(dg.KINDS)
     # on the real cache the teacher's answer on a squeezed face lies 2.4% IOD from its answer on the face
     # squeezed the same way, 5.6% from its unsqueezed answer
@@ -410,8 +416,7 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
     its views are the face ROI and ordinary random views; every view's targets are the teacher's own answers
     on that crop (run again here), plain and mirrored."""
     from attnmesh.transformer import morphed as mp
-    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, IDENTITY_VIEW, MORPHED_SOURCE, VIEW_LOG_SCALE,
-                                           VIEW_ROTATION, Cache)
+    from attnmesh.transformer.data import MORPHED_SOURCE, Cache
     from attnmesh.transformer.distill import hard_views
 
     base = Cache(small_views_cache)
@@ -436,10 +441,7 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
         iod = np.linalg.norm(own[33] - own[263])
         followed.append(np.linalg.norm(answer - target, axis=-1).mean() / iod)
         unmoved.append(np.linalg.norm(answer - own, axis=-1).mean() / iod)
-        assert np.array_equal(mixed.views[i, 0], IDENTITY_VIEW)
-        side = mixed.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
-        assert (side >= np.exp(VIEW_LOG_SCALE[0]) - 1e-5).all() and (side <= np.exp(VIEW_LOG_SCALE[1]) + 1e-5).all()
-        assert (np.abs(mixed.views[i, 1:, 3]) <= VIEW_ROTATION[1] + 1e-6).all()
+        _assert_face_roi_then_ordinary_views(mixed, i)
     # on the 300 validation items of the real cache: 2.6% IOD from the target shape, 5.9% from the base mesh
     assert np.mean(followed) < 0.6 * np.mean(unmoved), (followed, unmoved)
     assert hard_views(mixed, MORPHED_SOURCE)[1] == range(mixed.views.shape[1])

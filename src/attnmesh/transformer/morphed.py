@@ -96,7 +96,8 @@ def _morphed_items(cache: Cache, split: str, pool: np.ndarray, count: int, rng: 
     for i in (int(k) for k in rng.choice(pool, count, replace=count > len(pool))):
         j = int(rng.choice(pool[pool != i]))
         amount = float(rng.uniform(*AMOUNT))
-        crop = morph(np.asarray(cache.crops[i]), mesh(cache, i), target_shape(mesh(cache, i), mesh(cache, j), amount))
+        base = mesh(cache, i)
+        crop = morph(np.asarray(cache.crops[i]), base, target_shape(base, mesh(cache, j), amount))
         yield (crop, synthetic.ordinary_views(cache.views.shape[1], rng),
                {"source": MORPHED_SOURCE, "key": f"{MORPHED_SOURCE}/{cache.meta[i]['key']}", "base": i, "other": j,
                 "amount": amount})
