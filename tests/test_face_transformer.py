@@ -540,15 +540,15 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
         return float((np.linalg.norm(p[..., :2] - t[..., :2], axis=-1).mean(-1) / iod).mean())
 
     e_student, e_mean = err(s), err(np.broadcast_to(t.mean(0), t.shape))
-    # measured at shipping (stage 8): 2.02% vs 12.5% IOD on these 24 faces (all photos, at most two faces each; the
-    # benchmark reports the full held-out sets, README). Until stage 7 this test used the 7 faces of the face-*
-    # photos only (stage 7: 1.45% vs 7.4%, stage 6: 1.55%, stage 5: 1.66%, stage 4: 1.9%)
+    # measured at shipping (stage 11): 1.99% vs 12.5% IOD on these 24 faces (stage 8: 2.02%; all photos, at most two
+    # faces each; the benchmark reports the full held-out sets, README). Until stage 7 this test used the 7 faces
+    # of the face-* photos only (stage 7: 1.45% vs 7.4%, stage 6: 1.55%, stage 5: 1.66%, stage 4: 1.9%)
     assert e_student < 0.4 * e_mean and e_student < 0.03, (e_student, e_mean)
     # test-time mirror averaging: the mirrored crop's answer, mapped back (x -> 128 - x, left/right permutation),
     # stays within 3% IOD of the teacher (a wrong mapping would be pixels off), and the mean of the two
-    # is no worse beyond 3% (at stage 8 on these faces: 1.99 vs 2.02%; on the 7 face-* photo faces alone it was
-    # 1.45 vs 1.40%, 3.4% worse, which is why the test now uses all photos). The mirrored answer alone is 2.3%:
-    # the teacher itself answers a mirrored crop differently (~2% IOD)
+    # is no worse beyond 3% (at stage 11 on these faces: 1.95 vs 1.99%, stage 8: 1.99 vs 2.02%; on the 7 face-*
+    # photo faces alone stage 8 was 1.45 vs 1.40%, 3.4% worse, which is why the test uses all photos). The
+    # mirrored answer alone is 2.3%: the teacher itself answers a mirrored crop differently (~2% IOD)
     a = np.concatenate(a_all)
     e_mirrored, e_averaged = err(2 * a - s), err(a)
     assert e_mirrored < 0.03 and e_averaged < 1.03 * e_student, (e_mirrored, e_averaged, e_student)
