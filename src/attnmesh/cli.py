@@ -28,6 +28,7 @@ from typing import Any
 from . import __version__
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
 from .cli_args import CliError, _positive_int, _unit_float
+from .ray import add_engine_options, ray_engine
 from .train.commands import add_eval, add_train, run_eval, run_train
 
 PROG = "attnmesh"
@@ -120,7 +121,8 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Find faces and their 478 (or 468) landmarks and head pose in images. Folders are searched "
                     "recursively for " + _extensions() + " files. One record per image (JSON lines) or per "
                     "image x face (Parquet, CSV).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files and/or folders (--engine ray: also .txt/.parquet lists of paths, URIs)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
     p.add_argument("--render", metavar="DIR",
                    help="also write an overlay PNG per image into DIR (created if needed), under the image's "
@@ -129,6 +131,7 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     _add_model_options(p, max_faces=5)
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images per detector/mesh pass (default: 8)")
+    add_engine_options(p)
     return p
 
 
@@ -195,9 +198,44 @@ class _Overlays:
         return target
 
 
-def run_images(args: argparse.Namespace) -> int:
-    from .io import ImageError, iter_image_paths, load_image
+def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]],
+                  args: argparse.Namespace) -> list[tuple[Any, dict, Any, Any]]:
+    """The output records of one batch of images, in order: ``loaded`` holds (path, RGB uint8 image or the
+    :class:`attnmesh.io.ImageError` that loading it raised) per input; the result (path, record, image, faces)
+    per input, where a failure's record is :func:`attnmesh.outputs.error_record` (image and faces None) and a
+    success's is :func:`attnmesh.outputs.image_record` with its faces (:class:`attnmesh.Face`). One detector
+    and mesh pass for the batch (``_process``). Shared by ``attnmesh images`` and :mod:`attnmesh.ray`."""
+    from .io import ImageError
     from .outputs import error_record, face_record, image_record
+
+    good = [im for _, im in loaded if not isinstance(im, ImageError)]
+    results = dict(zip((id(im) for im in good), _process(fm, good, args)))
+    out: list[tuple[Any, dict, Any, Any]] = []
+    for path, im in loaded:
+        if isinstance(im, ImageError):
+            out.append((path, error_record(path, im.problem), None, None))
+            continue
+        faces = results[id(im)]
+        if isinstance(faces, BaseException):
+            out.append((path, error_record(path, f"internal error: {type(faces).__name__}: {faces}"), None, None))
+            continue
+        size = (int(im.shape[1]), int(im.shape[0]))
+        try:
+            record = image_record(path, *size, [face_record(f, size) for f in faces])
+        except ValueError as e:
+            if args.debug:
+                raise
+            out.append((path, error_record(path, f"internal error: {e}"), None, None))
+            continue
+        out.append((path, record, im, faces))
+    return out
+
+
+def run_images(args: argparse.Namespace) -> int:
+    on_ray = ray_engine(args, "images")
+    if on_ray is not None:
+        return on_ray(args)
+    from .io import ImageError, iter_image_paths, load_image
 
     paths = list(iter_image_paths(args.paths))
     if not paths:
@@ -212,13 +250,6 @@ def run_images(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
                    disable=len(paths) < 2 or not sys.stderr.isatty())
         n_faces = n_failed = 0
-
-        def report(path: Path, problem: str) -> None:
-            nonlocal n_failed
-            n_failed += 1
-            _say(f"{PROG}: error: {path}: {' '.join(problem.split())}", bar)
-            out.write(error_record(path, problem))
-
         with bar:
             for start in range(0, len(paths), args.batch_size):
                 chunk = paths[start:start + args.batch_size]
@@ -228,25 +259,12 @@ def run_images(args: argparse.Namespace) -> int:
                         loaded.append((path, load_image(path)))
                     except ImageError as e:
                         loaded.append((path, e))
-                good = [(p, im) for p, im in loaded if not isinstance(im, ImageError)]
-                results = dict(zip((id(im) for _, im in good), _process(fm, [im for _, im in good], args)))
-                for path, im in loaded:
-                    if isinstance(im, ImageError):
-                        report(path, im.problem)
-                        continue
-                    faces = results[id(im)]
-                    if isinstance(faces, BaseException):
-                        report(path, f"internal error: {type(faces).__name__}: {faces}")
-                        continue
-                    size = (int(im.shape[1]), int(im.shape[0]))
-                    try:
-                        record = image_record(path, *size, [face_record(f, size) for f in faces])
-                    except ValueError as e:
-                        if args.debug:
-                            raise
-                        report(path, f"internal error: {e}")
-                        continue
+                for path, record, im, faces in image_records(fm, loaded, args):
                     out.write(record)
+                    if "error" in record:
+                        n_failed += 1
+                        _say(f"{PROG}: error: {path}: {record['error']}", bar)
+                        continue
                     if overlays is not None:
                         overlays.write(path, im, faces)
                     n_faces += len(faces)
@@ -274,7 +292,8 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                     "are tracked) and write their landmarks and head pose per frame, with the frame index and "
                     "its timestamp in the container. One record per frame (JSON lines) or per frame x face "
                     "(Parquet, CSV).")
-    p.add_argument("input", metavar="IN", help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...)")
+    p.add_argument("input", nargs="+", metavar="IN",
+                   help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...); several with --engine ray")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
     p.add_argument("--render", metavar="OUT.mp4",
                    help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
@@ -291,6 +310,7 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                    help="face presence below which a tracked face is dropped (default: 0.5)")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                    help="stop after the first N frames")
+    add_engine_options(p, video=True)
     return p
 
 
@@ -440,6 +460,13 @@ class _DecodeError(Exception):
 
 
 def run_video(args: argparse.Namespace) -> int:
+    on_ray = ray_engine(args, "video")
+    if on_ray is not None:
+        return on_ray(args)
+    if isinstance(args.input, list):
+        if len(args.input) > 1:
+            raise CliError(f"{len(args.input)} videos given: one at a time, or all with --engine ray", code=2)
+        args.input = args.input[0]
     if args.render is not None:
         suffix = Path(args.render).suffix.lower()
         if suffix not in VIDEO_RENDER_EXTENSIONS:
