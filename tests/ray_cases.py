@@ -159,6 +159,20 @@ def test_images_command_writes_the_local_rows_as_shards_and_a_rerun_writes_nothi
     assert other.returncode == 1 and "shards of other inputs or options" in assert_clean(other.stderr)[-1]
 
 
+def test_an_address_where_no_cluster_listens_is_one_line(inputs):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_cli("images", inputs["folder"], "--out", inputs["root"] / "nowhere", "--engine", "ray",
+                   "--address", f"127.0.0.1:{port}", timeout=60)
+    lines = assert_clean(proc.stderr)
+    assert proc.returncode == 1 and lines == [f"attnmesh: error: --address 127.0.0.1:{port}: no Ray cluster "
+                                              "answers there (Connection refused); start one with 'ray start "
+                                              "--head' or give the head node's address"], proc.stderr
+
+
 def _actor_pids(marker: str) -> list[int]:
     """Processes whose command line (Ray's process title) names ``marker``."""
     pids = []

@@ -653,7 +653,10 @@ def _ray_session(args: argparse.Namespace) -> Iterator[Any]:
             ray.init(num_cpus=max(os.cpu_count() or 1, args.workers or 1), include_dashboard=False,
                      logging_level=logging.WARNING)
         else:
+            _check_listening(args.address)
             ray.init(address=args.address, logging_level=logging.WARNING)
+    except CliError:
+        raise
     except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError with the reason
         where = f"join the Ray cluster at {args.address}" if args.address else "start a local Ray"
         raise CliError(f"--engine ray: cannot {where} ({' '.join(str(e).split())[:300]})") from None
@@ -661,6 +664,22 @@ def _ray_session(args: argparse.Namespace) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_listening(address: str, timeout_s: float = 10.0) -> None:
+    """CliError unless something accepts a TCP connection at ``address`` (``host:port``, ``ray://host:port``;
+    ``auto`` and other forms are left to Ray): Ray itself keeps retrying an address where nothing listens."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise CliError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                       "'ray start --head' or give the head node's address") from None
 
 
 def _execute(args: argparse.Namespace, items: list[dict[str, Any]], total: int, unit: str, udf: Any,
