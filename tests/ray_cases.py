@@ -40,8 +40,8 @@ CLIPS = ["talking-d11.mp4", "multi-face-640x360.mp4"]
 MAX_FRAMES = 6
 
 
-def run_cli(*args: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ATTNMESH_DEBUG"}
+def run_cli(*args: str | os.PathLike, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "ATTNMESH_DEBUG"}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "attnmesh", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -259,8 +259,8 @@ def test_images_on_two_nodes(inputs, two_nodes):
     lines = assert_clean(proc.stderr)
     assert proc.returncode == 1 and "2 Ray workers" in lines[0], proc.stderr
     assert_same_rows(pq.read_table(inputs["local"]), read_folder(out))
-    too_many = run_cli("images", inputs["folder"], "--out", out.with_name("three"), "--engine", "ray", "--address", two_nodes,
-                       "--workers", "3", "--shard-size", "4")
+    too_many = run_cli("images", inputs["folder"], "--out", out.with_name("three"), "--engine", "ray",
+                       "--workers", "3", env={"RAY_ADDRESS": two_nodes})  # the cluster named by the environment
     assert too_many.returncode == 2 and "has 2 CPUs" in assert_clean(too_many.stderr)[-1], too_many.stderr
 
 

@@ -149,8 +149,8 @@ class FaceMeshPredictor:
         try:
             if data is not None:
                 return decode_image(data, path or "<bytes>")
-            if is_uri(path):
-                return decode_image(_read_uri(path), path)
+            if is_uri(path):  # the name without a query (?endpoint_override=...) for the extension
+                return decode_image(_read_uri(path), path.partition("?")[0])
             where = path if self.root is None else os.path.join(self.root, path)
             try:
                 return load_image(where)
@@ -379,7 +379,8 @@ def _read_list(src: str, parquet: bool) -> list[str]:
 
 def _list_uri(uri: str) -> list[str]:
     """A URI as image inputs: a file as given, a folder's image files (recursive, sorted, hidden names
-    skipped), a missing object as given (the worker reports it)."""
+    skipped) as URIs of the same form (scheme, host, query such as ``?endpoint_override=``), a missing
+    object as given (the worker reports it)."""
     import pyarrow.fs as pafs
 
     try:
@@ -387,14 +388,14 @@ def _list_uri(uri: str) -> list[str]:
         info = fs.get_file_info(where)
         if info.type != pafs.FileType.Directory:
             return [uri]
-        scheme = uri.split("://", 1)[0]
-        prefix = f"{scheme}://" if scheme != "file" else "file://"
+        base, _, query = uri.partition("?")
+        base, where = base.rstrip("/"), where.rstrip("/")
         files = []
         for f in fs.get_file_info(pafs.FileSelector(where, recursive=True)):
-            rel = os.path.relpath(f.path, where)
+            rel = f.path[len(where):].lstrip("/")
             if (f.type == pafs.FileType.File and not any(part.startswith(".") for part in rel.split("/"))
-                    and os.path.splitext(f.path)[1].lower() in _image_extensions()):
-                files.append((tuple(rel.split("/")), prefix + f.path))
+                    and os.path.splitext(rel)[1].lower() in _image_extensions()):
+                files.append((tuple(rel.split("/")), f"{base}/{rel}" + (f"?{query}" if query else "")))
         return [u for _, u in sorted(files)]
     except Exception as e:  # noqa: BLE001
         raise CliError(f"{uri}: cannot list it ({' '.join(str(e).split())})") from None
@@ -638,7 +639,8 @@ def _column(batch: Any, name: str) -> list[Any]:
 
 @contextmanager
 def _ray_session(args: argparse.Namespace) -> Iterator[Any]:
-    """Ray connected for the run: ``ray.init(address=--address)``, or a local Ray started for it (with at least
+    """Ray connected for the run: ``ray.init(address=...)`` with ``--address``, else with ``$RAY_ADDRESS`` (set
+    by ``ray job submit`` and on KubeRay's RayJob), else a local Ray started for the run (with at least
     ``--workers`` CPUs); shut down (disconnected) afterwards."""
     try:
         import ray
@@ -648,17 +650,19 @@ def _ray_session(args: argparse.Namespace) -> Iterator[Any]:
                        ) from None
     import logging
 
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    what = "--address" if args.address else "RAY_ADDRESS"
     try:
-        if args.address is None:
+        if address is None:
             ray.init(num_cpus=max(os.cpu_count() or 1, args.workers or 1), include_dashboard=False,
                      logging_level=logging.WARNING)
         else:
-            _check_listening(args.address)
-            ray.init(address=args.address, logging_level=logging.WARNING)
+            _check_listening(address, what)
+            ray.init(address=address, logging_level=logging.WARNING)
     except CliError:
         raise
     except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError with the reason
-        where = f"join the Ray cluster at {args.address}" if args.address else "start a local Ray"
+        where = f"join the Ray cluster at {what} {address}" if address else "start a local Ray"
         raise CliError(f"--engine ray: cannot {where} ({' '.join(str(e).split())[:300]})") from None
     try:
         yield ray
@@ -666,7 +670,7 @@ def _ray_session(args: argparse.Namespace) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _check_listening(address: str, timeout_s: float = 10.0) -> None:
+def _check_listening(address: str, what: str = "--address", timeout_s: float = 10.0) -> None:
     """CliError unless something accepts a TCP connection at ``address`` (``host:port``, ``ray://host:port``;
     ``auto`` and other forms are left to Ray): Ray itself keeps retrying an address where nothing listens."""
     import socket
@@ -678,7 +682,7 @@ def _check_listening(address: str, timeout_s: float = 10.0) -> None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except OSError as e:
-        raise CliError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+        raise CliError(f"{what} {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
                        "'ray start --head' or give the head node's address") from None
 
 
