@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from raytools import compare_rows, in_loopback_namespace, loopback_argv, loopback_env, loopback_problem  # noqa: E402
+from raytools import compare_rows, reexec_in_loopback_namespace  # noqa: E402
 
 TOLERANCE_PX = 1e-3
 
@@ -32,11 +32,7 @@ def main() -> int:
     p.add_argument("--workers", default=None)
     p.add_argument("--shard-size", default=None)
     a = p.parse_args()
-    if not in_loopback_namespace():
-        problem = loopback_problem()
-        if problem:
-            raise SystemExit(f"needs a loopback-only network namespace to run Ray, and {problem}")
-        os.execvpe("unshare", loopback_argv([sys.executable, *sys.argv]), loopback_env())
+    reexec_in_loopback_namespace()
 
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's attnmesh, also when another one is installed
 from _machine import describe  # noqa: E402
-from raytools import in_loopback_namespace, loopback_argv, loopback_env, loopback_problem  # noqa: E402
+from raytools import reexec_in_loopback_namespace  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "300w-train"
 
@@ -150,11 +150,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--shard-size", type=int, default=32, help="images per shard of the Ray runs (default: 32)")
     a = p.parse_args()
-    if not in_loopback_namespace():
-        problem = loopback_problem()
-        if problem:
-            raise SystemExit(f"needs a loopback-only network namespace to run Ray, and {problem}")
-        os.execvpe("unshare", loopback_argv([sys.executable, *sys.argv]), loopback_env())
+    reexec_in_loopback_namespace()
 
     from attnmesh.io import iter_image_paths
 

@@ -275,8 +275,9 @@ def test_videos_one_task_each_on_two_nodes(inputs, two_nodes, tmp_path):
         assert proc.returncode == 0, proc.stderr
         expected.append(pq.read_table(local))
     out = tmp_path / "videos"
-    proc = run_cli("video", *clips, bad, "--out", out, "--engine", "ray", "--address", two_nodes, "--workers", "2",
-                   "--max-faces", "2", "--max-frames", MAX_FRAMES)
+    # clips[0] twice: done once
+    proc = run_cli("video", *clips, clips[0], bad, "--out", out, "--engine", "ray", "--address", two_nodes,
+                   "--workers", "2", "--max-faces", "2", "--max-frames", MAX_FRAMES)
     lines = assert_clean(proc.stderr)
     assert proc.returncode == 1, proc.stderr
     assert any(line.startswith(f"attnmesh: error: {bad}: not a video") for line in lines), lines

@@ -3,8 +3,9 @@ of Ray's output rows with the local command's.
 
 Ray binds the machine's other network interfaces even when told 127.0.0.1, so everything that starts Ray
 (tests/ray_cases.py, benchmarks/ray_*.py) runs inside a network namespace that holds only the loopback
-interface: ``unshare -n`` (needs root, as on CI), then ``ip link set lo up``. :func:`in_loopback_namespace`
-checks where we are; :func:`loopback_argv` is the command line that re-executes a program there.
+interface: ``unshare -n`` (needs root, as on CI), then ``ip link set lo up`` (done here from Python).
+:func:`in_loopback_namespace` checks where we are; :func:`loopback_argv` is the command line that re-executes a
+program there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -33,9 +35,18 @@ def in_loopback_namespace() -> bool:
     return interfaces() == ["lo"]
 
 
+# What `ip link set lo up` does (SIOCGIFFLAGS / SIOCSIFFLAGS on a struct ifreq of 40 bytes), then exec argv:
+# Python and unshare (util-linux) are all it needs, not iproute2.
+_LO_UP = """import fcntl, os, socket, struct, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
+os.execvp(sys.argv[1], sys.argv[1:])"""
+
+
 def loopback_argv(argv: list[str]) -> list[str]:
-    """``argv`` run inside a new network namespace with only the loopback interface, up."""
-    return ["unshare", "-n", "bash", "-c", 'ip link set lo up && exec "$@"', "bash", *argv]
+    """``argv`` run inside a new network namespace (``unshare -n``) with only the loopback interface, up."""
+    return ["unshare", "-n", sys.executable, "-c", _LO_UP, *argv]
 
 
 def loopback_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -48,16 +59,32 @@ def loopback_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def loopback_problem() -> str | None:
     """Why a loopback-only namespace cannot be made here, or None."""
-    for tool in ("unshare", "ip", "bash"):
-        if shutil.which(tool) is None:
-            return f"'{tool}' is not installed"
+    if shutil.which("unshare") is None:
+        return "'unshare' (util-linux) is not installed"
     try:
-        proc = subprocess.run(loopback_argv(["true"]), capture_output=True, text=True, timeout=30)
+        # a connection over loopback: "network is unreachable" while lo is down
+        check = ("import socket; s = socket.create_server(('127.0.0.1', 0)); "
+                 "socket.create_connection(s.getsockname(), 5)")
+        proc = subprocess.run(loopback_argv([sys.executable, "-c", check]), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unshare -n failed ({e})"
     if proc.returncode != 0:
-        return f"unshare -n failed ({' '.join(proc.stderr.split()) or proc.returncode}); it needs root"
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return f"a loopback-only namespace could not be made ({detail}; unshare -n needs root)"
     return None
+
+
+def reexec_in_loopback_namespace() -> None:
+    """Re-execute this program (``sys.argv``) inside a loopback-only namespace, unless it runs in one already;
+    SystemExit with the reason when that cannot be done."""
+    if in_loopback_namespace():
+        return
+    if os.environ.get(NETNS_ENV):
+        raise SystemExit(f"started in a new network namespace, but it has the interfaces {interfaces()}")
+    problem = loopback_problem()
+    if problem:
+        raise SystemExit(f"needs a loopback-only network namespace to run Ray: {problem}")
+    os.execvpe("unshare", loopback_argv([sys.executable, *sys.argv]), loopback_env())
 
 
 def require_loopback_namespace() -> None:

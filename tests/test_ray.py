@@ -34,7 +34,7 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[str, str]]:
     pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the test extra has it)")
     problem = loopback_problem()
     if problem is not None:
-        pytest.skip(f"NOT RUN: the Ray tests need a loopback-only network namespace and {problem}")
+        pytest.skip(f"NOT RUN: the Ray tests need a loopback-only network namespace: {problem}")
     report = tmp_path_factory.mktemp("ray-cases") / "junit.xml"
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", str(CASES),
             f"--junitxml={report}", f"--basetemp={report.parent / 'tmp'}"]

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "load_image", "decode_image", "as_rgb_uint8", "iter_image_paths", "IMAGE_EXTENSIONS", "MAX_PIXELS"]
+__all__ = ["ImageError", "load_image", "decode_image", "as_rgb_uint8", "iter_image_paths", "IMAGE_EXTENSIONS",
+           "MAX_PIXELS"]
 
 #: File extensions (lower case, with the dot) that :func:`iter_image_paths` picks up in folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

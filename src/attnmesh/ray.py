@@ -237,11 +237,11 @@ def ray_engine(args: argparse.Namespace, command: str) -> Callable[[argparse.Nam
 def run_images_ray(args: argparse.Namespace) -> int:
     """``attnmesh images SRC... --out DIR --engine ray``: see the module docstring."""
     _check_ray_args(args, "images")
-    folder = _OutFolder(args.out)
     paths = expand_sources(args.paths)
     if not paths:
         raise CliError("no image files found in " + ", ".join(args.paths) + " (looked for "
                        + "/".join(e[1:] for e in _image_extensions()) + ")")
+    folder = _OutFolder(args.out)
     size = args.shard_size or SHARD_SIZE
     options = {k: getattr(args, k) for k in _IMAGE_KEYS}
     plan = [(_shard_name(i, paths[s:s + size], options), paths[s:s + size])
@@ -264,10 +264,10 @@ def run_video_ray(args: argparse.Namespace) -> int:
     _check_ray_args(args, "video")
     if args.smooth_beta is not None and args.smooth_beta < 0:
         raise CliError("--smooth-beta must be >= 0")
-    folder = _OutFolder(args.out)
-    videos = _expand_lists(args.input if isinstance(args.input, list) else [args.input])
+    videos = _once(_expand_lists(args.input if isinstance(args.input, list) else [args.input]))
     if not videos:
         raise CliError("no videos given (the list files are empty)")
+    folder = _OutFolder(args.out)
     options = {k: getattr(args, k) for k in _VIDEO_KEYS}
     plan = [(_shard_name(i, [v], options), [v]) for i, v in enumerate(videos)]
     todo = folder.todo(plan)
@@ -277,6 +277,17 @@ def run_video_ray(args: argparse.Namespace) -> int:
         items = [{"shard": name, "paths": chunk} for name, chunk in todo]
         _execute(args, items, len(todo), "video", _video_shards, kwargs)
     return folder.summarize(plan, {name for name, _ in todo}, video=True)
+
+
+def _once(paths: Sequence[str]) -> list[str]:
+    """``paths`` as given, each file once (a repeated one would repeat its rows), as iter_image_paths does."""
+    out, seen = [], set()
+    for p in paths:
+        key = p if is_uri(p) else os.path.normcase(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
 def _check_ray_args(args: argparse.Namespace, command: str) -> None:
@@ -317,22 +328,9 @@ def expand_sources(sources: Sequence[str]) -> list[str]:
     from .io import iter_image_paths
 
     found: list[str] = []
-    seen: set[str] = set()
-
-    def add(item: str) -> None:
-        if is_uri(item):
-            candidates = _list_uri(item)
-        else:
-            candidates = [str(p) for p in iter_image_paths([item])]
-        for c in candidates:
-            key = c if is_uri(c) else os.path.normcase(os.path.abspath(c))
-            if key not in seen:
-                seen.add(key)
-                found.append(c)
-
     for item in _expand_lists(sources):
-        add(item)
-    return found
+        found.extend(_list_uri(item) if is_uri(item) else (str(p) for p in iter_image_paths([item])))
+    return _once(found)
 
 
 def _expand_lists(sources: Sequence[str]) -> list[str]:
