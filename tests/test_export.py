@@ -154,7 +154,7 @@ def test_ort_cascade_matches_torch(model_dir, photos_and_rois) -> None:
 
 
 def test_backend_factory() -> None:
-    assert resolve_backend("auto", "cpu") == "onnxruntime"
+    assert resolve_backend("auto", "cpu") == "openvino"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("torch") == "torch"
     with pytest.raises(ValueError):

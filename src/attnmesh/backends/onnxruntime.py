@@ -15,7 +15,6 @@ machine this was developed on has no GPU.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,13 +28,9 @@ from ..pipeline.cascade import CascadeLandmarkModel
 from ..pipeline.face_detector import FaceDetector
 from ..pipeline.face_mesh import LandmarkModel
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
+from . import default_threads, sigmoid
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
-
-
-def default_threads() -> int:
-    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else PyTorch's setting (so both backends match)."""
-    return int(os.environ.get("ATTNMESH_THREADS", 0)) or torch.get_num_threads()
 
 
 def session_options(threads: int | None = None, profile: str | None = None):
@@ -110,10 +105,6 @@ def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     return crops.astype(np.float32, copy=False)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
-
-
 class OrtLandmarkModel(LandmarkModel):
     """``LandmarkModel`` on ONNX Runtime. ``refine=True``: the Attention Mesh (478 points), ``False``:
     face_landmark (468). ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built
@@ -139,7 +130,7 @@ class OrtLandmarkModel(LandmarkModel):
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
         points, logit = self.graph(_nchw01(crops))
-        return points, _sigmoid(logit)
+        return points, sigmoid(logit)
 
 
 class OrtFaceDetector(FaceDetector):

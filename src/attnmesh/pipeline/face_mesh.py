@@ -109,12 +109,13 @@ class FaceMesh:
         model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
             ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
             model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``), or
-            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch backend; see
-            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, torch
-            or ONNX Runtime; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
-        backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
-            ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
-            (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
+            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch or OpenVINO; see
+            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, any
+            backend; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
+        backend: ``"openvino"`` (the default on CPU; graphs built from the shipped weights on first use into a
+            cache folder), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``), ``"torch"`` (the PyTorch
+            modules; any device) or ``"auto"`` (OpenVINO on CPU when installed, else ONNX Runtime, else
+            torch); see :mod:`attnmesh.backends`.
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
@@ -136,9 +137,7 @@ class FaceMesh:
         if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights (torch only)
             if not refine_landmarks:
                 raise ValueError(f"model={model!r} is an Attention Mesh; it needs refine_landmarks=True")
-            if backend == "onnxruntime":
-                raise ValueError(f"model={model!r} runs on the torch backend only")
-            self.landmark_model = LandmarkModel(refine=True, device=device, weights=model)
+            self.landmark_model = make_landmark_model(refine=True, device=device, backend=backend, weights=model)
         elif model == "attention":
             self.landmark_model: LandmarkModel | CascadeLandmarkModel = make_landmark_model(
                 refine=refine_landmarks, device=device, backend=backend)
