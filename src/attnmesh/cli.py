@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,11 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                         "name (relative to the folder it was found in)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
     _add_model_options(p, max_faces=5)
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
-                   help="images per detector/mesh pass (default: 8)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+                   help="images per detector/mesh pass in each worker (default: 1; more pays on a GPU)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="images decoded and processed at once, each in its own thread with one CPU thread per "
+                        "network call (default: the CPUs this process may use; 1 on the torch backend)")
     return p
 
 
@@ -196,7 +199,7 @@ class _Overlays:
 
 
 def run_images(args: argparse.Namespace) -> int:
-    from .io import ImageError, iter_image_paths, load_image
+    from .io import ImageError, iter_image_paths
     from .outputs import error_record, face_record, image_record
 
     paths = list(iter_image_paths(args.paths))
@@ -208,7 +211,6 @@ def run_images(args: argparse.Namespace) -> int:
         overlays = _Overlays(args.render, args.paths, args.pose_axes) if args.render else None
         from tqdm import tqdm
 
-        fm = _face_mesh(args)
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
                    disable=len(paths) < 2 or not sys.stderr.isatty())
         n_faces = n_failed = 0
@@ -220,24 +222,12 @@ def run_images(args: argparse.Namespace) -> int:
             out.write(error_record(path, problem))
 
         with bar:
-            for start in range(0, len(paths), args.batch_size):
-                chunk = paths[start:start + args.batch_size]
-                loaded: list[tuple[Path, Any]] = []
-                for path in chunk:
-                    try:
-                        loaded.append((path, load_image(path)))
-                    except ImageError as e:
-                        loaded.append((path, e))
-                good = [(p, im) for p, im in loaded if not isinstance(im, ImageError)]
-                results = dict(zip((id(im) for _, im in good), _process(fm, [im for _, im in good], args)))
-                for path, im in loaded:
-                    if isinstance(im, ImageError):
-                        report(path, im.problem)
-                        continue
-                    faces = results[id(im)]
-                    if isinstance(faces, BaseException):
-                        report(path, f"internal error: {type(faces).__name__}: {faces}")
-                        continue
+            for path, im, faces in _image_results(paths, args):
+                if isinstance(im, ImageError):
+                    report(path, im.problem)
+                elif isinstance(faces, BaseException):
+                    report(path, f"internal error: {type(faces).__name__}: {faces}")
+                else:
                     size = (int(im.shape[1]), int(im.shape[0]))
                     try:
                         record = image_record(path, *size, [face_record(f, size) for f in faces])
@@ -245,12 +235,12 @@ def run_images(args: argparse.Namespace) -> int:
                         if args.debug:
                             raise
                         report(path, f"internal error: {e}")
-                        continue
-                    out.write(record)
-                    if overlays is not None:
-                        overlays.write(path, im, faces)
-                    n_faces += len(faces)
-                bar.update(len(chunk))
+                    else:
+                        out.write(record)
+                        if overlays is not None:
+                            overlays.write(path, im, faces)
+                        n_faces += len(faces)
+                bar.update(1)
         _commit(out)
     except BaseException:
         _discard(out)
@@ -667,7 +657,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _face_mesh(args: argparse.Namespace, static: bool = True) -> Any:
+def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int | None = None) -> Any:
     import attnmesh
 
     try:
@@ -676,11 +666,58 @@ def _face_mesh(args: argparse.Namespace, static: bool = True) -> Any:
                                  min_detection_confidence=args.min_detection_confidence,
                                  min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
                                  device=args.device, backend=getattr(args, "backend", "auto"),
-                                 model=getattr(args, "model", "attention"))
+                                 model=getattr(args, "model", "attention"), num_threads=num_threads)
     except (RuntimeError, ValueError, AssertionError, ImportError) as e:
         if args.debug:
             raise
         raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None
+
+
+def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, Any, Any]]:
+    """``(path, image or ImageError, faces or the exception that stopped them)`` for every path, in order.
+
+    ``args.workers`` threads (default: the CPUs this process may use; 1 on the torch backend) each own a
+    :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time:
+    decoding and both networks release the GIL, so the cores stay busy. Each image's faces are what a lone
+    ``FaceMesh`` gives it: no result depends on the number of workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .backends import default_threads, resolve_backend
+    from .io import ImageError, load_image
+
+    on_torch = resolve_backend(getattr(args, "backend", "auto"), args.device) == "torch"
+    workers = args.workers or (1 if on_torch else default_threads())
+    threads = None if on_torch else max(1, default_threads() // workers)
+    meshes = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
+    free = list(meshes)
+
+    def work(chunk: Sequence[Path]) -> list[tuple[Path, Any, Any]]:
+        loaded: list[tuple[Path, Any]] = []
+        for path in chunk:
+            try:
+                loaded.append((path, load_image(path)))
+            except ImageError as e:
+                loaded.append((path, e))
+        fm = free.pop() if free else _face_mesh(args, num_threads=threads)
+        try:
+            good = [im for _, im in loaded if not isinstance(im, ImageError)]
+            results = iter(_process(fm, good, args))
+        finally:
+            free.append(fm)
+        return [(path, im, None if isinstance(im, ImageError) else next(results)) for path, im in loaded]
+
+    chunks = [paths[i:i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+    if workers == 1:
+        for chunk in chunks:
+            yield from work(chunk)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="attnmesh-images") as pool:
+        pending = [pool.submit(work, c) for c in chunks[:2 * workers]]  # a bounded window keeps memory flat
+        for k in range(len(chunks)):
+            done = pending.pop(0)
+            if k + 2 * workers < len(chunks):
+                pending.append(pool.submit(work, chunks[k + 2 * workers]))
+            yield from done.result()
 
 
 def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:

@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def default_threads() -> int:
-    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else PyTorch's setting (so all backends match)."""
-    return int(os.environ.get("ATTNMESH_THREADS", 0)) or torch.get_num_threads()
+    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else the CPUs this process may run on."""
+    return int(os.environ.get("ATTNMESH_THREADS", 0)) or len(os.sched_getaffinity(0)) or 1
+
+
+def device_type(device: str | torch.device) -> str:
+    """``"cpu"``, ``"cuda"``, ``"mps"``... of a device name or ``torch.device`` (no PyTorch import)."""
+    return str(device).split(":")[0]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -40,7 +48,7 @@ def resolve_backend(backend: str = "auto", device: str | torch.device = "cpu") -
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if torch.device(device).type != "cpu":
+        if device_type(device) != "cpu":
             return "torch"
         for candidate in ("openvino", "onnxruntime"):
             if importlib.util.find_spec(candidate) is not None:

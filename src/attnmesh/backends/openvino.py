@@ -28,6 +28,7 @@ imported already) and nothing is sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -37,19 +38,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..models.face_landmark import FaceLandmarkOutput
-from ..models.iris import IrisLandmarkOutput
-from ..pipeline.cascade import EYE_CROP_MODES, CascadeLandmarkModel
-from ..pipeline.face_detector import FaceDetector
-from ..pipeline.face_mesh import FINE_TUNED_MODELS, LandmarkModel
+from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
+from ..pipeline.face_detector import DetectorRunner, check_confidence
+from ..pipeline.face_mesh import FINE_TUNED_MODELS, LandmarkRunner
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
-from . import default_threads, sigmoid
+from . import default_threads, device_type, sigmoid
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Bumped whenever the IR built for the same weights changes (part of the cache key).
 GRAPH_REVISION = 1
@@ -100,33 +101,48 @@ class IrSpec:
     input_offset: float = 0.0
 
 
-def _landmark_spec(weights: str) -> IrSpec:
-    from ..export.onnx import attention_mesh_graph
+#: The face transformer graph's outputs (:data:`attnmesh.transformer.export.OUTPUTS`).
+TRANSFORMER_OUTPUTS = ("landmarks", "embedding", "expression", "spoof_logit", "face_logit")
+#: name -> (input side, outputs, input_scale, input_offset) of the MediaPipe-family graphs (those of
+#: :data:`attnmesh.export.onnx.GRAPHS`; a test checks they agree).
+_GRAPHS = {
+    "face_detection_short_range": (DETECTOR_INPUT_SIZE, ("boxes", "scores"), 127.5, -1.0),
+    "attention_mesh": (MESH_INPUT_SIZE, ("landmarks", "face_logit"), 255.0, 0.0),
+    "face_landmark": (MESH_INPUT_SIZE, ("mesh", "face_logit"), 255.0, 0.0),
+    "iris_landmark": (IRIS_INPUT_SIZE, ("eye", "iris"), 255.0, 0.0),
+}
 
-    return IrSpec(weights, lambda: attention_mesh_graph(weights), 192, ("landmarks", "face_logit"), (weights,))
+
+def _export_module(name: str) -> nn.Module:
+    from ..export.onnx import attention_mesh_graph, build_module
+
+    return attention_mesh_graph(name) if name in ("attention_mesh", *FINE_TUNED_MODELS) else build_module(name)
+
+
+def _transformer_module(name: str) -> nn.Module:
+    from ..transformer.export import transformer_graph
+    from ..transformer.runner import load_face_transformer
+
+    return transformer_graph(load_face_transformer(name.removeprefix("face_transformer_")))
 
 
 def graph_spec(name: str) -> IrSpec:
     """The :class:`IrSpec` of a network: ``"face_detection_short_range"``, ``"attention_mesh"``,
     ``"attention_mesh_300w"``, ``"face_landmark"``, ``"face_landmark.float"`` and ``"iris_landmark.float"``
-    (float32 NCHW input, for the cascade), or ``"face_transformer_<size>"``."""
-    from ..export.onnx import GRAPHS, build_module
+    (float32 NCHW input, for the cascade), or ``"face_transformer_<size>"``. Needs no PyTorch (only building
+    the graph does)."""
+    from ..weights import read_manifest
 
-    if name in ("attention_mesh", *FINE_TUNED_MODELS):
-        return _landmark_spec(name)
     base, _, variant = name.partition(".")
-    if base in GRAPHS and variant in ("", "float"):
-        spec = GRAPHS[base]
-        scale, offset = (127.5, -1.0) if base == "face_detection_short_range" else (255.0, 0.0)
-        return IrSpec(name, lambda: build_module(base), spec.input_size, spec.outputs, (spec.weights,),
+    weights = "attention_mesh" if base in FINE_TUNED_MODELS else base
+    if weights in _GRAPHS and variant in ("", "float"):
+        size, outputs, scale, offset = _GRAPHS[weights]
+        return IrSpec(name, lambda: _export_module(base), size, outputs, (base,),
                       None if variant == "float" else scale, offset)
-    if name.startswith("face_transformer_"):
-        from ..transformer.export import OUTPUTS, transformer_graph
-        from ..transformer.runner import load_face_transformer
-
-        size = name.removeprefix("face_transformer_")
-        model = load_face_transformer(size)
-        return IrSpec(name, lambda: transformer_graph(model), model.input_size, OUTPUTS, (name,))
+    models = read_manifest()["models"]
+    if name.startswith("face_transformer_") and name in models:
+        return IrSpec(name, lambda: _transformer_module(name), int(models[name].get("input_size", 128)),
+                      TRANSFORMER_OUTPUTS, (name,))
     raise ValueError(f"no OpenVINO graph named {name!r}")
 
 
@@ -155,13 +171,15 @@ def ir_key(spec: IrSpec) -> str:
 def ensure_ir(spec: IrSpec, directory: Path | None = None) -> Path:
     """Path of the IR ``.xml`` of ``spec`` in ``directory`` (default ``cache_dir()/<key>``), built first if
     missing: ONNX export of ``spec.build()``, preprocessing added, saved atomically."""
-    from ..export.onnx import OPSET
-
     ov = import_openvino()
     directory = Path(directory) if directory is not None else cache_dir() / ir_key(spec)
     xml = directory / f"{spec.name}.xml"
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
+    import torch  # only to build the graph
+
+    from ..export.onnx import OPSET
+
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{spec.name}.{os.getpid()}.{threading.get_ident()}"
     onnx_path = tmp.with_suffix(".onnx")
@@ -246,7 +264,9 @@ class OvGraph:
 
 def _uint8_crops(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     """uint8 NHWC crops as they come; a float NCHW tensor in [0, 1] is rounded back to uint8 NHWC."""
-    if isinstance(crops, torch.Tensor):
+    if not isinstance(crops, np.ndarray):  # a torch tensor
+        import torch
+
         crops = crops.detach().float().cpu().mul(255.0).round().clamp(0, 255).to(torch.uint8)
         return crops.permute(0, 2, 3, 1).numpy()
     if crops.dtype != np.uint8:
@@ -254,16 +274,16 @@ def _uint8_crops(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     return crops
 
 
-class OvLandmarkModel(LandmarkModel):
+class OvLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` on OpenVINO. ``refine=True``: the Attention Mesh (or ``weights``, e.g.
     ``"attention_mesh_300w"``), 478 points; ``False``: face_landmark (468)."""
 
     def __init__(self, refine: bool = True, device: str | torch.device = "cpu", weights: str = "attention_mesh",
                  threads: int | None = None, model_dir: Path | str | None = None) -> None:
         _check_cpu(device)
+        self.device = "cpu"
         self.refine = refine
         self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
-        self.device = torch.device("cpu")
         self.graph = OvGraph(graph_spec(weights if refine else "face_landmark"), threads,
                              Path(model_dir) if model_dir is not None else None)
         self.input_size = self.graph.spec.input_size
@@ -275,16 +295,14 @@ class OvLandmarkModel(LandmarkModel):
         return points, sigmoid(logit)
 
 
-class OvFaceDetector(FaceDetector):
+class OvFaceDetector(DetectorRunner):
     """``FaceDetector`` on OpenVINO (same letterbox crop, decoding, weighted NMS)."""
 
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
                  threads: int | None = None, model_dir: Path | str | None = None) -> None:
         _check_cpu(device)
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
-        self.min_detection_confidence = min_detection_confidence
-        self.device = torch.device("cpu")
+        self.device = "cpu"
+        self.min_detection_confidence = check_confidence(min_detection_confidence)
         self.graph = OvGraph(graph_spec("face_detection_short_range"), threads,
                              Path(model_dir) if model_dir is not None else None)
 
@@ -293,43 +311,16 @@ class OvFaceDetector(FaceDetector):
         return boxes, scores
 
 
-class _TorchAdapter:
-    """Makes an :class:`OvGraph` (float input) look like a torch module returning a NamedTuple of tensors."""
-
-    def __init__(self, graph: OvGraph, output: type) -> None:
-        self.graph, self.output = graph, output
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        return self.output(*(torch.from_numpy(o) for o in self.graph(x.detach().float().cpu().numpy())))
-
-
-class OvCascadeLandmarkModel(CascadeLandmarkModel):
-    """The face_landmark + iris cascade (``CascadeLandmarkModel.predict``) with both networks on OpenVINO."""
-
-    def __init__(self, device: str | torch.device = "cpu", eye_crop: str = "mediapipe", threads: int | None = None,
-                 model_dir: Path | str | None = None) -> None:
-        _check_cpu(device)
-        if eye_crop not in EYE_CROP_MODES:
-            raise ValueError(f"eye_crop must be one of {EYE_CROP_MODES}, got {eye_crop!r}")
-        self.device = torch.device("cpu")
-        self.eye_crop = eye_crop
-        directory = Path(model_dir) if model_dir is not None else None
-        self.face_net = _TorchAdapter(OvGraph(graph_spec("face_landmark.float"), threads, directory),
-                                      FaceLandmarkOutput)
-        self.iris_net = _TorchAdapter(OvGraph(graph_spec("iris_landmark.float"), threads, directory),
-                                      IrisLandmarkOutput)
-
-
-class OvTransformerLandmarkModel(LandmarkModel):
+class OvTransformerLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` interface on the face transformer, on OpenVINO (float32)."""
 
     def __init__(self, size: str = "xs", device: str | torch.device = "cpu", threads: int | None = None,
                  model_dir: Path | str | None = None, mirror_average: bool = False) -> None:
         _check_cpu(device)
+        self.device = "cpu"
         self.refine = True
         self.mirror_average = mirror_average
         self.num_landmarks = NUM_REFINED_LANDMARKS
-        self.device = torch.device("cpu")
         self.graph = OvGraph(graph_spec(f"face_transformer_{size}"), threads,
                              Path(model_dir) if model_dir is not None else None)
         self.input_size = self.graph.spec.input_size
@@ -349,6 +340,51 @@ class OvTransformerLandmarkModel(LandmarkModel):
 
 
 def _check_cpu(device: str | torch.device) -> None:
-    if torch.device(device).type != "cpu":
+    if device_type(device) != "cpu":
         raise ValueError(f"the OpenVINO backend runs on the CPU; device={str(device)!r} needs backend='torch'")
 
+
+
+@functools.cache
+def _cascade_class() -> type:
+    """:class:`OvCascadeLandmarkModel`, defined on first use: the cascade's pipeline runs on PyTorch tensors."""
+    import torch
+
+    from ..models.face_landmark import FaceLandmarkOutput
+    from ..models.iris import IrisLandmarkOutput
+    from ..pipeline.cascade import EYE_CROP_MODES, CascadeLandmarkModel
+
+    class _TorchAdapter:
+        """Makes an :class:`OvGraph` (float input) look like a torch module returning a NamedTuple of tensors."""
+
+        def __init__(self, graph: OvGraph, output: type) -> None:
+            self.graph, self.output = graph, output
+
+        def __call__(self, x: torch.Tensor) -> Any:
+            return self.output(*(torch.from_numpy(o) for o in self.graph(x.detach().float().cpu().numpy())))
+
+    class OvCascadeLandmarkModel(CascadeLandmarkModel):
+        """The face_landmark + iris cascade (``CascadeLandmarkModel.predict``) with both networks on OpenVINO."""
+
+        def __init__(self, device: str | torch.device = "cpu", eye_crop: str = "mediapipe",
+                     threads: int | None = None, model_dir: Path | str | None = None) -> None:
+            _check_cpu(device)
+            if eye_crop not in EYE_CROP_MODES:
+                raise ValueError(f"eye_crop must be one of {EYE_CROP_MODES}, got {eye_crop!r}")
+            self.device = torch.device("cpu")
+            self.eye_crop = eye_crop
+            directory = Path(model_dir) if model_dir is not None else None
+            self.face_net = _TorchAdapter(OvGraph(graph_spec("face_landmark.float"), threads, directory),
+                                          FaceLandmarkOutput)
+            self.iris_net = _TorchAdapter(OvGraph(graph_spec("iris_landmark.float"), threads, directory),
+                                          IrisLandmarkOutput)
+
+    OvCascadeLandmarkModel.__module__ = __name__
+    return OvCascadeLandmarkModel
+
+
+def __getattr__(name: str) -> Any:
+    """``OvCascadeLandmarkModel`` is built on first access, so importing this module needs no PyTorch."""
+    if name == "OvCascadeLandmarkModel":
+        return _cascade_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,19 +13,18 @@ same scale as x (relative depth, smaller is closer), not normalized to [0, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..geometry.roi import Roi, crop_image, project_to_image
-from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
-from ..models.face_landmark import FaceLandmarkModel
+from ..models.sizes import MESH_INPUT_SIZE
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
-from ..weights import load_model_weights
-from .cascade import CascadeLandmarkModel
 from .results import Detection, Face
-from .tensors import crops_to_tensor
 from .tracking import associate, roi_from_detection, roi_from_landmarks
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -41,26 +40,21 @@ def check_image(image: np.ndarray) -> np.ndarray:
 FINE_TUNED_MODELS = ("attention_mesh_300w",)
 
 
-class LandmarkModel:
-    """A landmark network with its shipped weights, run on batches of ROI crops.
+class LandmarkRunner:
+    """A landmark network run on batches of ROI crops, whatever the backend: crops are cut here, the backend
+    supplies :meth:`run` (PyTorch: :class:`LandmarkModel`; others in :mod:`attnmesh.backends`). No PyTorch
+    is needed here.
 
-    ``refine=True``: the Attention Mesh (478 points); ``refine=False``: MediaPipe's face_landmark model
-    (468 points), which is what ``mp.solutions.face_mesh`` runs with ``refine_landmarks=False``.
+    Attributes:
+        input_size: the network's input side, pixels.
+        num_landmarks: landmarks per face (478 refined, or 468).
     """
 
-    input_size = INPUT_SIZE
-
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
-                 weights: str = "attention_mesh") -> None:
-        self.refine = refine
-        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
-        self.device = torch.device(device)
-        net = AttentionMesh() if refine else FaceLandmarkModel()
-        name = weights if refine else "face_landmark"
-        self.net = load_model_weights(net, name).eval().to(self.device)
+    input_size: int = MESH_INPUT_SIZE
+    num_landmarks: int = NUM_REFINED_LANDMARKS
 
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
-        """(N, 192, 192, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
+        """(N, S, S, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
         return self.crop_many([(image, roi) for roi in rois])
 
     def crop_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> np.ndarray:
@@ -70,15 +64,10 @@ class LandmarkModel:
             out[i] = crop_image(image, roi, self.input_size, border="replicate")
         return out
 
-    @torch.inference_mode()
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
-        (or a float NCHW tensor in [0, 1])."""
-        if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        out = self.net(crops_to_tensor(crops, self.device))
-        points = out.landmarks if self.refine else out.mesh
-        return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
+        crops."""
+        raise NotImplementedError
 
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
@@ -91,6 +80,44 @@ class LandmarkModel:
         for p, (_, roi) in zip(points, items):
             p[:] = project_to_image(p, roi, self.input_size)
         return points, scores
+
+
+class LandmarkModel(LandmarkRunner):
+    """A landmark network with its shipped weights on PyTorch.
+
+    ``refine=True``: the Attention Mesh (478 points; ``weights`` may name a fine-tuned copy); ``refine=False``:
+    MediaPipe's face_landmark model (468 points), which is what ``mp.solutions.face_mesh`` runs with
+    ``refine_landmarks=False``.
+    """
+
+    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
+                 weights: str = "attention_mesh") -> None:
+        import torch
+
+        from ..models.attention_mesh import AttentionMesh
+        from ..models.face_landmark import FaceLandmarkModel
+        from ..weights import load_model_weights
+
+        self.refine = refine
+        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
+        self.device = torch.device(device)
+        net = AttentionMesh() if refine else FaceLandmarkModel()
+        name = weights if refine else "face_landmark"
+        self.net = load_model_weights(net, name).eval().to(self.device)
+
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
+        (or a float NCHW tensor in [0, 1])."""
+        import torch
+
+        from .tensors import crops_to_tensor
+
+        if len(crops) == 0:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        with torch.inference_mode():
+            out = self.net(crops_to_tensor(crops, self.device))
+            points = out.landmarks if self.refine else out.mesh
+            return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
 
 
 class FaceMesh:
@@ -116,11 +143,16 @@ class FaceMesh:
             cache folder), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``), ``"torch"`` (the PyTorch
             modules; any device) or ``"auto"`` (OpenVINO on CPU when installed, else ONNX Runtime, else
             torch); see :mod:`attnmesh.backends`.
+        num_threads: CPU threads of each network call on the OpenVINO and ONNX Runtime backends (default:
+            ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
+            ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
+            keep several cores busy on a photo collection (``attnmesh images`` does this).
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto") -> None:
+                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
+                 num_threads: int | None = None) -> None:
         if max_num_faces < 1:
             raise ValueError("max_num_faces must be at least 1")
         for name, v in (("min_detection_confidence", min_detection_confidence),
@@ -131,26 +163,29 @@ class FaceMesh:
         self.max_num_faces = max_num_faces
         self.refine_landmarks = refine_landmarks
         self.min_tracking_confidence = min_tracking_confidence
-        from ..backends import make_cascade_model, make_face_detector, make_landmark_model
+        from ..backends import make_cascade_model, make_face_detector, make_landmark_model, resolve_backend
 
-        self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend)
-        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights (torch only)
+        options = {} if num_threads is None or resolve_backend(backend, device) == "torch" else \
+            {"threads": int(num_threads)}
+        self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend, **options)
+        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights
             if not refine_landmarks:
                 raise ValueError(f"model={model!r} is an Attention Mesh; it needs refine_landmarks=True")
-            self.landmark_model = make_landmark_model(refine=True, device=device, backend=backend, weights=model)
+            self.landmark_model = make_landmark_model(refine=True, device=device, backend=backend, weights=model,
+                                                      **options)
         elif model == "attention":
-            self.landmark_model: LandmarkModel | CascadeLandmarkModel = make_landmark_model(
-                refine=refine_landmarks, device=device, backend=backend)
+            self.landmark_model: LandmarkRunner = make_landmark_model(
+                refine=refine_landmarks, device=device, backend=backend, **options)
         elif model == "cascade":
             if not refine_landmarks:
                 raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
-            self.landmark_model = make_cascade_model(device=device, backend=backend)
+            self.landmark_model = make_cascade_model(device=device, backend=backend, **options)
         elif model == "transformer":  # distilled face transformer (docs/model_card_face_transformer.md)
             if not refine_landmarks:
                 raise ValueError("model='transformer' gives 478 landmarks; it needs refine_landmarks=True")
             from ..transformer.runner import make_transformer_model
 
-            self.landmark_model = make_transformer_model(device=device, backend=backend)
+            self.landmark_model = make_transformer_model(device=device, backend=backend, **options)
         else:
             raise ValueError(f"model must be 'attention', 'cascade', 'transformer' or one of {FINE_TUNED_MODELS}, "
                              f"got {model!r}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.face_transformer import FaceTransformer
-from ..pipeline.face_mesh import LandmarkModel
+from ..pipeline.face_mesh import LandmarkRunner
 from ..pipeline.tensors import crops_to_tensor
 from ..topology import NUM_REFINED_LANDMARKS
 from ..weights import load_state_dict
@@ -95,7 +95,7 @@ def _manifest_entry(name: str, directory: Path | None = None) -> dict:
     return read_manifest(directory)["models"][name]
 
 
-class TransformerLandmarkModel(LandmarkModel):
+class TransformerLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` interface on the face transformer (PyTorch)."""
 
     def __init__(self, size: str = DEFAULT_SIZE, device: str | torch.device = "cpu",
@@ -132,7 +132,7 @@ class TransformerLandmarkModel(LandmarkModel):
                 "presence": torch.sigmoid(out.face_logit).cpu().numpy()}
 
 
-class OrtTransformerLandmarkModel(LandmarkModel):
+class OrtTransformerLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` interface on ONNX Runtime: ``precision`` ``"fp32"`` or ``"int8"`` (dynamic quantization
     of the MatMul/Gemm weights; see :mod:`attnmesh.transformer.export`)."""
 
@@ -168,7 +168,7 @@ class OrtTransformerLandmarkModel(LandmarkModel):
 
 
 def make_transformer_model(device: str | torch.device = "cpu", backend: str = "auto", size: str = DEFAULT_SIZE,
-                           precision: str = "fp32", **options) -> LandmarkModel:
+                           precision: str = "fp32", **options) -> LandmarkRunner:
     """The landmark runner for ``FaceMesh(model="transformer")``: OpenVINO (fp32) or ONNX Runtime (fp32, or
     dynamic ``int8``, which runs on ONNX Runtime only) when ``backend`` resolves to them (see
     :func:`attnmesh.backends.resolve_backend`), else PyTorch."""
