@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
+from .backends import BACKENDS
 from .cli_args import CliError, _positive_int, _unit_float
 from .train.commands import add_eval, add_train, run_eval, run_train
 
@@ -65,8 +66,8 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--min-detection-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face detector score threshold in [0, 1] (default: 0.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="inference backend (default: auto = ONNX Runtime on CPU when installed, else torch)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference backend (default: auto = OpenVINO on CPU, torch on other devices)")
     p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w", "transformer"),
                    default="attention",
                    help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, the Attention "
@@ -127,8 +128,8 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                         "name (relative to the folder it was found in)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
     _add_model_options(p, max_faces=5)
-    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
-                   help="images per detector/mesh pass in each worker (default: 1; more pays on a GPU)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per detector/mesh pass in each worker (default: 1, or 8 on the torch backend)")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="images decoded and processed at once, each in its own thread with one CPU thread per "
                         "network call (default: the CPUs this process may use; 1 on the torch backend)")
@@ -677,7 +678,8 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     """``(path, image or ImageError, faces or the exception that stopped them)`` for every path, in order.
 
     ``args.workers`` threads (default: the CPUs this process may use; 1 on the torch backend) each own a
-    :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time:
+    :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time
+    (default: 1, or 8 on the torch backend, whose per-call overhead is large):
     decoding and both networks release the GIL, so the cores stay busy. Each image's faces are what a lone
     ``FaceMesh`` gives it: no result depends on the number of workers."""
     from concurrent.futures import ThreadPoolExecutor
@@ -706,7 +708,8 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
             free.append(fm)
         return [(path, im, None if isinstance(im, ImageError) else next(results)) for path, im in loaded]
 
-    chunks = [paths[i:i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+    batch = args.batch_size or (8 if on_torch else 1)
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     if workers == 1:
         for chunk in chunks:
             yield from work(chunk)
