@@ -20,8 +20,11 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def resolve_backend(backend: str = "auto", device: str | torch.device = "cpu") -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    """The backend that runs: ``backend``, or for ``"auto"`` the one chosen here. ValueError for an unknown
+    name, RuntimeError for ``"onnxruntime"`` when ONNX Runtime is not installed."""
+    from ..pipeline.options import check_backend
+
+    check_backend(backend)
     if backend == "auto":
         on_cpu = torch.device(device).type == "cpu"
         return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "torch"

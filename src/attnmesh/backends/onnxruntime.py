@@ -148,10 +148,10 @@ class OrtFaceDetector(FaceDetector):
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None,
                  providers: str | None = None) -> None:
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
-        self.min_detection_confidence = min_detection_confidence
-        self.device = torch.device(device)
+        from ..pipeline.options import check_device, check_unit
+
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        self.device = check_device(device)
         providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
         self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
 
