@@ -485,10 +485,10 @@ class NpzWriter(Writer):
                 None if pose is None else (pose["pitch"], pose["yaw"], pose["roll"],
                                            np.asarray(pose["translation"]), np.asarray(pose["transform"])),
             ))
-        self.items.append({"path": record["path"], "path_bytes": record.get("path_bytes", ""), "frame": record.get("frame", -1),
-                           "timestamp": record.get("timestamp", np.nan), "width": record.get("width", -1),
-                           "height": record.get("height", -1), "error": record.get("error", ""),
-                           "faces": faces})
+        self.items.append({"path": record["path"], "path_bytes": record.get("path_bytes", ""),
+                           "frame": record.get("frame", -1), "timestamp": record.get("timestamp", np.nan),
+                           "width": record.get("width", -1), "height": record.get("height", -1),
+                           "error": record.get("error", ""), "faces": faces})
 
     def arrays(self) -> dict[str, np.ndarray]:
         n = len(self.items)

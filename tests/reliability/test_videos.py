@@ -106,7 +106,8 @@ def test_unusable_video_given_to_makeup_or_puppet_leaves_no_temporary_file(tmp_p
 def test_still_photo_given_as_a_video_is_refused_not_called_one_frame(tmp_path, command):
     still = tmp_path / "still.mp4"  # a JPEG under a video name
     shutil.copy(SMALL_PHOTO, still)
-    args = ["--lipstick", "red", "--out", tmp_path / "o.mp4"] if command == "makeup" else ["--out", tmp_path / "o.jsonl"]
+    args = (["--lipstick", "red", "--out", tmp_path / "o.mp4"] if command == "makeup"
+            else ["--out", tmp_path / "o.jsonl"])
     code, err, _ = main(command, still, *args)
     assert code == 1 and len(err) == 1 and "an image, not a video" in err[0], err
     assert "1 frames" not in " ".join(err)
