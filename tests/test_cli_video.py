@@ -236,14 +236,13 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
     (an independent reader that applies the rotation) shows them, with the face found upright."""
     import cv2
 
-    from attnmesh.cli import _frames, _open_video
+    from attnmesh.video_reader import VideoReader
 
     upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]  # 512 tall, 384 wide
     path = tmp_path / "portrait.mp4"
     write_rotated_mp4(path, [np.ascontiguousarray(np.rot90(f, 1)) for f in upright], 90)
-    container, stream = _open_video(str(path))
-    with container:
-        ours = [image for _, _, image in _frames(container, stream, None)]
+    with VideoReader(path) as video:
+        ours = [image for _, _, image in video.frames()]
     cap = cv2.VideoCapture(str(path))
     theirs = []
     while True:

@@ -12,14 +12,19 @@ declares its arguments, ``run_<name>(args) -> int`` does the work and returns th
 (torch, the pipeline, tqdm) happen inside the ``run_`` functions, so ``attnmesh --help`` is instant.
 
 Errors: every failure is one line on stderr, ``attnmesh: error: ...``, and a non-zero exit code (2 for bad
-arguments, 1 otherwise, 130 when interrupted); never a traceback, unless ``--debug`` is given or the
-``ATTNMESH_DEBUG`` environment variable is set (to anything but ``0``), which re-raises for developers.
+arguments, 1 otherwise, 130 when interrupted with Ctrl-C, 143 when terminated with SIGTERM); never a
+traceback, unless ``--debug`` is given or the ``ATTNMESH_DEBUG`` environment variable is set (to anything but
+``0``), which re-raises for developers. An output that would overwrite an input is refused (exit code 2)
+before any work; outputs are written under temporary names and renamed when complete, and the temporary files
+are removed on an error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,10 +33,9 @@ from typing import Any
 from . import __version__
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
 from .backends import BACKENDS
-from .cli_args import CliError, _positive_int, _unit_float
+from .cli_args import (PROG, CliError, InputFiles, _nonnegative_float, _positive_int, _unit_float, face_mesh,
+                       print_error, refuse_same_output, say)
 from .train.commands import add_eval, add_train, run_eval, run_train
-
-PROG = "attnmesh"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print_error(message)
 
 
 def _debug_env() -> bool:
@@ -76,23 +80,15 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:
-    from .outputs import OutputError, open_writer
+    from .outputs import open_writer
 
-    try:
-        return open_writer(target, 468 if args.no_refine else 478)
-    except OutputError as e:
-        raise CliError(str(e)) from None
+    return open_writer(target, 468 if args.no_refine else 478)  # OutputError: one line, exit code 1
 
 
 def _commit(*writers: Any) -> None:
-    from .outputs import OutputError
-
-    try:
-        for w in writers:
-            if w is not None:
-                w.commit()
-    except OutputError as e:
-        raise CliError(str(e)) from None
+    for w in writers:
+        if w is not None:
+            w.commit()
 
 
 def _discard(*writers: Any) -> None:
@@ -102,10 +98,7 @@ def _discard(*writers: Any) -> None:
 
 
 def _say(message: str, bar: Any = None) -> None:
-    if bar is None or bar.disable:
-        print(message, file=sys.stderr, flush=True)
-    else:
-        bar.write(message, file=sys.stderr)
+    say(message, bar)
 
 
 def _faces_word(n: int) -> str:
@@ -142,19 +135,39 @@ def _extensions() -> str:
 
 class _Overlays:
     """Overlay PNGs for ``--render DIR``: ``DIR/<name relative to its folder argument>`` with the extension
-    replaced by ``.png`` (``name.ext.png``, then ``name-2.png``... when two inputs would share a name)."""
+    replaced by ``.png`` (``name.ext.png``, then ``name-2.png``... when two inputs would share a name).
 
-    def __init__(self, folder: str, roots: Sequence[str], pose_axes: bool) -> None:
+    The names of all overlays are planned before any work, and refused (exit code 2) when DIR is one of the
+    input folders or inside one (the next run would read the overlays as photos, and overwrite them) or when
+    an overlay would overwrite an input file. :meth:`create` then makes the folder."""
+
+    def __init__(self, folder: str, roots: Sequence[str], pose_axes: bool, paths: Sequence[Path],
+                 inputs: InputFiles) -> None:
         self.folder = Path(folder)
         self.roots = [Path(r) for r in roots if Path(r).is_dir()]
         self.pose_axes = pose_axes
         self.used: set[str] = set()
         if self.folder.exists() and not self.folder.is_dir():
             raise CliError(f"--render {folder}: exists and is not a folder")
+        real = os.path.realpath(folder)
+        for root in self.roots:
+            root_real = os.path.realpath(root)
+            if os.path.commonpath([real, root_real]) == root_real:
+                where = "is the input folder" if real == root_real else "is inside the input folder"
+                raise CliError(f"--render {folder}: {where} {root}; the overlays would be read as photos by the next "
+                               "run, and overwrite input photos; choose a folder outside it", 2)
+        self.targets = {path: self.name(path) for path in paths}
+        for path, target in self.targets.items():
+            hit = inputs.find(target)
+            if hit is not None:
+                raise CliError(f"--render {folder}: the overlay of {path} would overwrite the input {hit}; choose "
+                               "another folder", 2)
+
+    def create(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CliError(f"--render {folder}: cannot create the folder ({e.strerror or e})") from None
+            raise CliError(f"--render {self.folder}: cannot create the folder ({e.strerror or e})") from None
 
     def name(self, path: Path) -> Path:
         rel = Path(path.name)
@@ -177,25 +190,20 @@ class _Overlays:
     def write(self, path: Path, image: Any, faces: Sequence[Any]) -> Path:
         import cv2
 
-        from .outputs import OutputError, replace, temp_path
+        from .outputs import TempFile
         from .render import draw_face_mesh
 
-        target = self.name(path)
+        target = self.targets[path]
         target.parent.mkdir(parents=True, exist_ok=True)
         overlay = draw_face_mesh(image, faces, pose_axes=self.pose_axes)
         ok, data = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         if not ok:
             raise CliError(f"--render: cannot encode the overlay of {path}")
-        try:
-            tmp = temp_path(target, "--render")
+        with TempFile(target, "--render") as tmp:
             try:
-                Path(tmp).write_bytes(data.tobytes())
+                Path(tmp.path).write_bytes(data.tobytes())  # type: ignore[arg-type]
             except OSError as e:
-                os.unlink(tmp)
                 raise CliError(f"--render {target}: cannot write ({e.strerror or e})") from None
-            replace(tmp, target, "--render")
-        except OutputError as e:
-            raise CliError(str(e)) from None
         return target
 
 
@@ -207,9 +215,13 @@ def run_images(args: argparse.Namespace) -> int:
     if not paths:
         raise CliError("no image files found in " + ", ".join(args.paths)
                        + f" (looked for {_extensions()})")
+    inputs = InputFiles(paths)
+    inputs.refuse("--out", args.out)
+    overlays = _Overlays(args.render, args.paths, args.pose_axes, paths, inputs) if args.render else None
     out = _open_writer(args.out, args)  # before loading the models: a bad --out fails at once
     try:
-        overlays = _Overlays(args.render, args.paths, args.pose_axes) if args.render else None
+        if overlays is not None:
+            overlays.create()
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
@@ -248,8 +260,8 @@ def run_images(args: argparse.Namespace) -> int:
         raise
     where = "stdout" if args.out == "-" else args.out
     rendered = f" (overlays in {args.render})" if args.render else ""
-    print(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
-          f"{n_failed} failed -> {where}{rendered}", file=sys.stderr, flush=True)
+    say(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
+        f"{n_failed} failed -> {where}{rendered}")
     return 1 if n_failed else 0
 
 
@@ -274,7 +286,7 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                    help="smooth the landmarks over time with a one-euro filter per tracked face (MediaPipe's "
                         "FaceLandmarker settings: less jitter, under a frame of lag); outputs, pose and "
                         "overlay use the smoothed landmarks")
-    p.add_argument("--smooth-beta", type=float, default=None, metavar="B",
+    p.add_argument("--smooth-beta", type=_nonnegative_float, default=None, metavar="B",
                    help="one-euro beta for --smooth (default: 80, MediaPipe's); lower smooths more and lags "
                         "more: 20 takes out about twice as much jitter for about one frame of lag")
     _add_model_options(p, max_faces=1)
@@ -285,45 +297,6 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     return p
 
 
-_IMAGE_DEMUXERS = ("image2", "image2pipe")
-
-
-def _open_video(path: str) -> tuple[Any, Any]:
-    """(container, video stream) opened with PyAV; CliError with one line for anything unreadable."""
-    import stat
-
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file or directory") from None
-    except OSError as e:
-        raise CliError(f"{path}: cannot access the file ({e.strerror or e})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise CliError(f"{path}: is a directory, not a video file")
-    if st.st_size == 0:
-        raise CliError(f"{path}: empty file (0 bytes), not a video")
-    try:
-        import av
-    except ImportError:
-        raise CliError("reading video needs PyAV: pip install av") from None
-    try:
-        container = av.open(str(p), mode="r")
-    except Exception as e:  # av.error.InvalidDataError, PermissionError...
-        detail = getattr(e, "strerror", None) or str(e)
-        raise CliError(f"{path}: not a video, or a video that cannot be read ({detail})") from None
-    fmt = container.format.name
-    if fmt in _IMAGE_DEMUXERS or fmt.endswith("_pipe"):
-        container.close()
-        raise CliError(f"{path}: an image, not a video (use 'attnmesh images' for photos)")
-    if not container.streams.video:
-        container.close()
-        raise CliError(f"{path}: no video stream in this file ({fmt}): an empty video, or audio only")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    return container, stream
-
-
 class _VideoRender:
     """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
     name and renamed by :meth:`commit`."""
@@ -331,13 +304,10 @@ class _VideoRender:
     def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
         import av
 
-        from .outputs import OutputError, temp_path
+        from .outputs import temp_path
 
         self.target, self.pose_axes = target, pose_axes
-        try:
-            self.tmp: str | None = temp_path(target, "--render")
-        except OutputError as e:
-            raise CliError(str(e)) from None
+        self.tmp: str | None = temp_path(target, "--render")
         self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
         self.container = av.open(self.tmp, mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -366,7 +336,7 @@ class _VideoRender:
             self.container.mux(packet)
 
     def commit(self) -> None:
-        from .outputs import OutputError, replace
+        from .outputs import replace
 
         try:
             for packet in self.stream.encode(None):
@@ -375,10 +345,7 @@ class _VideoRender:
         except Exception as e:  # noqa: BLE001
             self.discard()
             raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
-        try:
-            replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
-        except OutputError as e:
-            raise CliError(str(e)) from None
+        replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
         self.tmp = None
 
     def discard(self) -> None:
@@ -394,53 +361,19 @@ class _VideoRender:
         self.tmp = None
 
 
-def _frames(container: Any, stream: Any, max_frames: int | None) -> Any:
-    """(index, timestamp seconds, RGB uint8 array) of the decoded frames; a decoding error mid-way raises
-    :class:`_DecodeError` with the number of frames decoded before it."""
-    from fractions import Fraction
-
-    rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-    index = 0
-    decoder = container.decode(stream)
-    while max_frames is None or index < max_frames:
-        try:
-            frame = next(decoder)
-        except StopIteration:
-            return
-        except Exception as e:  # noqa: BLE001 - av.error.*: corrupt or truncated data
-            raise _DecodeError(index, getattr(e, "strerror", None) or str(e)) from None
-        t = frame.time
-        yield index, float(t) if t is not None else float(index / rate), _upright(frame)
-        index += 1
-
-
-def _upright(frame: Any) -> Any:
-    """RGB uint8 (H, W, 3) pixels of a decoded PyAV frame as players show them: turned by the stream's display
-    matrix (phone videos store landscape pixels with a 90/180/270 degree rotation), as OpenCV and ffmpeg do."""
-    import numpy as np
-
-    image = frame.to_ndarray(format="rgb24")
-    turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
-
-
-class _DecodeError(Exception):
-    def __init__(self, frames: int, problem: str) -> None:
-        super().__init__(problem)
-        self.frames, self.problem = frames, problem
-
-
 def run_video(args: argparse.Namespace) -> int:
+    from .video_reader import VideoReader
+
     if args.render is not None:
         suffix = Path(args.render).suffix.lower()
         if suffix not in VIDEO_RENDER_EXTENSIONS:
             raise CliError(f"--render {args.render}: give a video file name ending in "
                            + ", ".join(VIDEO_RENDER_EXTENSIONS))
-        if args.out != "-" and os.path.abspath(args.render) == os.path.abspath(args.out):
-            raise CliError("--render and --out name the same file")
-    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.input):
-        raise CliError("--out names the input video; give another file name")
-    container, stream = _open_video(args.input)
+    refuse_same_output(("--out", args.out), ("--render", args.render))
+    inputs = InputFiles([args.input])
+    inputs.refuse("--out", args.out)
+    inputs.refuse("--render", args.render)
+    video = VideoReader(args.input)
     out = render = None
     try:
         out = _open_writer(args.out, args)
@@ -450,69 +383,55 @@ def run_video(args: argparse.Namespace) -> int:
         from .pipeline.smoothing import MultiFaceSmoother
 
         fm = _face_mesh(args, static=False)
-        if args.smooth_beta is not None and args.smooth_beta < 0:
-            raise CliError("--smooth-beta must be >= 0")
         smoother = None
         if args.smooth or args.smooth_beta is not None:
             smoother = MultiFaceSmoother() if args.smooth_beta is None else MultiFaceSmoother(beta=args.smooth_beta)
-        total = stream.frames or None
+        total = video.declared_frames or None
         if total and args.max_frames:
             total = min(total, args.max_frames)
         bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
         n_frames = n_faces = n_with_face = 0
         last_time = 0.0
-        problem = None
         with bar:
-            try:
-                for index, timestamp, image in _frames(container, stream, args.max_frames):
-                    height, width = image.shape[:2]
-                    if render is None and args.render is not None:
-                        rate = stream.average_rate or stream.guessed_rate or 30
-                        render = _VideoRender(args.render, width, height, rate, args.pose_axes)
-                    faces = fm.process(image)
-                    smoothed: list[Any] = [None] * len(faces)
-                    if smoother is not None:
-                        keys = [f.track_id if getattr(f, "track_id", None) is not None else i
-                                for i, f in enumerate(faces)]
-                        result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
-                        smoothed = [result[k] for k in keys]
-                    records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
-                    out.write(frame_record(args.input, index, timestamp, width, height, records))
-                    if render is not None:
-                        import dataclasses
+            for index, timestamp, image in video.frames(args.max_frames):
+                height, width = image.shape[:2]
+                if render is None and args.render is not None:
+                    render = _VideoRender(args.render, width, height, video.rate, args.pose_axes)
+                faces = fm.process(image)
+                smoothed: list[Any] = [None] * len(faces)
+                if smoother is not None:
+                    keys = [f.track_id if getattr(f, "track_id", None) is not None else i
+                            for i, f in enumerate(faces)]
+                    result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
+                    smoothed = [result[k] for k in keys]
+                records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
+                out.write(frame_record(args.input, index, timestamp, width, height, records))
+                if render is not None:
+                    import dataclasses
 
-                        shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
-                                 for f, lm in zip(faces, smoothed)]
-                        render.write(image, shown)
-                    n_frames += 1
-                    n_faces += len(faces)
-                    n_with_face += bool(faces)
-                    last_time = timestamp
-                    bar.update(1)
-            except _DecodeError as e:
-                problem = e
-        if n_frames == 0:
-            detail = f" (decoding failed: {problem.problem})" if problem is not None else ""
-            raise CliError(f"{args.input}: no video frames could be read (empty video){detail}")
-        declared = stream.frames or 0
-        if problem is None and n_frames < declared - 2 and (args.max_frames is None or n_frames < args.max_frames):
-            problem = _DecodeError(n_frames, f"the file is truncated: only {n_frames} of the {declared} frames "
-                                             "its header lists could be decoded")
+                    shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
+                             for f, lm in zip(faces, smoothed)]
+                    render.write(image, shown)
+                n_frames += 1
+                n_faces += len(faces)
+                n_with_face += bool(faces)
+                last_time = timestamp
+                bar.update(1)
+        problem = video.finish()
         _commit(out, render)
     except BaseException:
         _discard(out, render)
         raise
     finally:
-        container.close()
+        video.close()
     where = "stdout" if args.out == "-" else args.out
     rendered = f" and {args.render}" if args.render else ""
-    print(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
-          f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
-          f"{where}{rendered}", file=sys.stderr, flush=True)
+    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
+        f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
+        f"{where}{rendered}")
     if problem is not None:
-        _error(f"{args.input}: damaged video, decoding stopped after frame {problem.frames - 1} "
-               f"({problem.problem}); the output holds frames 0 to {problem.frames - 1}")
+        _error(problem)
         return 1
     return 0
 
@@ -659,19 +578,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int | None = None) -> Any:
-    import attnmesh
-
-    try:
-        return attnmesh.FaceMesh(static_image_mode=static, max_num_faces=args.max_faces,
-                                 refine_landmarks=not args.no_refine,
-                                 min_detection_confidence=args.min_detection_confidence,
-                                 min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
-                                 device=args.device, backend=getattr(args, "backend", "auto"),
-                                 model=getattr(args, "model", "attention"), num_threads=num_threads)
-    except (RuntimeError, ValueError, AssertionError, ImportError) as e:
-        if args.debug:
-            raise
-        raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None
+    return face_mesh(args, static_image_mode=static, max_num_faces=args.max_faces,
+                     refine_landmarks=not args.no_refine, min_detection_confidence=args.min_detection_confidence,
+                     min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
+                     backend=getattr(args, "backend", "auto"), model=getattr(args, "model", "attention"),
+                     num_threads=num_threads)
 
 
 def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, Any, Any]]:
@@ -744,6 +655,31 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 
 # -- main ---------------------------------------------------------------------------------------------------
 
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same clean-up runs
+    (temporary files removed, previous outputs kept)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean-up short
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Any:
+    """While a command runs, SIGTERM raises :class:`_Terminated` (the default would kill the process on the
+    spot and leave its temporary files behind)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
 #: subcommand name -> (add_parser, run).
 
 COMMANDS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
@@ -785,7 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.debug = debug or getattr(args, "debug", False)
         if getattr(args, "run", None) is None:
             raise CliError(f"no command given; choose one of: {', '.join(COMMANDS)} (see '{PROG} --help')", 2)
-        return int(args.run(args))
+        with _sigterm_raises():
+            return int(args.run(args))
     except CliError as e:
         if debug:
             raise
@@ -796,6 +733,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error("interrupted")
         return 130
+    except _Terminated:
+        if debug:
+            raise
+        _error("terminated (SIGTERM)")
+        return 143
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `head`): nothing more to say
         try:

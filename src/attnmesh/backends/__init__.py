@@ -43,10 +43,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def resolve_backend(backend: str = "auto", device: str | torch.device = "cpu") -> str:
-    """The backend ``"auto"`` stands for on ``device`` (see the module docstring); others are checked and
-    returned as they are."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    """The backend that runs: ``backend``, or for ``"auto"`` the one chosen here. ValueError for an unknown
+    name, RuntimeError for ``"onnxruntime"`` when ONNX Runtime is not installed."""
+    from ..pipeline.options import check_backend
+
+    check_backend(backend)
     if backend == "auto":
         if device_type(device) != "cpu":
             return "torch"

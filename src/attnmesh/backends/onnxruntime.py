@@ -25,7 +25,7 @@ from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
 from ..pipeline.cascade import CascadeLandmarkModel
-from ..pipeline.face_detector import DetectorRunner, check_confidence
+from ..pipeline.face_detector import DetectorRunner
 from ..pipeline.face_mesh import LandmarkRunner
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from . import default_threads, sigmoid
@@ -139,8 +139,10 @@ class OrtFaceDetector(DetectorRunner):
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None,
                  providers: str | None = None) -> None:
-        self.min_detection_confidence = check_confidence(min_detection_confidence)
-        self.device = torch.device(device)
+        from ..pipeline.options import check_device, check_unit
+
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        self.device = check_device(device)
         providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
         self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
 

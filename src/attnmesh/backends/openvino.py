@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
-from ..pipeline.face_detector import DetectorRunner, check_confidence
+from ..pipeline.face_detector import DetectorRunner
 from ..pipeline.face_mesh import FINE_TUNED_MODELS, LandmarkRunner
+from ..pipeline.options import check_unit
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from . import default_threads, device_type, sigmoid
 
@@ -302,7 +303,7 @@ class OvFaceDetector(DetectorRunner):
                  threads: int | None = None, model_dir: Path | str | None = None) -> None:
         _check_cpu(device)
         self.device = "cpu"
-        self.min_detection_confidence = check_confidence(min_detection_confidence)
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
         self.graph = OvGraph(graph_spec("face_detection_short_range"), threads,
                              Path(model_dir) if model_dir is not None else None)
 

@@ -34,7 +34,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = N
     Returns:
         ``(score, values)`` per output detection, best first: the best remaining detection's score, and the
         score-weighted mean of box corners and keypoints over all remaining detections (itself included)
-        whose IoU with it is above ``iou_threshold``.
+        whose IoU with it is above ``iou_threshold``. A cluster whose scores are all zero (possible with
+        ``min_detection_confidence=0``: far-off anchors score 0 in float32) gets the plain mean, the limit of
+        the weighted mean for equal weights, instead of 0/0.
     """
     remaining = np.argsort(-scores, kind="stable")
     out = []
@@ -44,6 +46,8 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = N
         absorbed[0] = True  # a detection always absorbs itself, even a zero-area one
         members = remaining[absorbed]
         w = scores[members].astype(np.float64)
+        if not w.sum() > 0:
+            w = np.ones_like(w)
         merged = (boxes[members].astype(np.float64) * w[:, None]).sum(0) / w.sum()
         out.append((float(scores[best]), merged.astype(np.float32)))
         remaining = remaining[~absorbed]
@@ -63,6 +67,9 @@ class DetectorRunner:
     """The detector pipeline around a network: letterbox crop, decoding, weighted NMS, letterbox removal.
     A backend supplies :meth:`boxes_and_scores` (PyTorch: :class:`FaceDetector`; others in
     :mod:`attnmesh.backends`). No PyTorch is needed here.
+
+    Arguments are checked here: TypeError / ValueError for a bad threshold, ValueError / RuntimeError for a
+    device that is not one or that this machine does not have (:mod:`attnmesh.pipeline.options`).
 
     :meth:`process` returns :class:`~attnmesh.pipeline.results.Detection` objects in image pixels, best
     first; keypoints are (right eye, left eye, nose tip, mouth centre, right ear, left ear), subject's sides.
@@ -97,13 +104,6 @@ class DetectorRunner:
         raise NotImplementedError
 
 
-def check_confidence(min_detection_confidence: float) -> float:
-    """``min_detection_confidence`` if it is in [0, 1], else ValueError."""
-    if not 0.0 <= min_detection_confidence <= 1.0:
-        raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
-    return min_detection_confidence
-
-
 class FaceDetector(DetectorRunner):
     """Short-range face detector on PyTorch.
 
@@ -113,13 +113,12 @@ class FaceDetector(DetectorRunner):
     """
 
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
-        import torch
-
         from ..models.detector import BlazeFace
         from ..weights import load_model_weights
+        from .options import check_device, check_unit
 
-        self.min_detection_confidence = check_confidence(min_detection_confidence)
-        self.device = torch.device(device)
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        self.device = check_device(device)
         self.net = load_model_weights(BlazeFace(), "face_detection_short_range").eval().to(self.device)
 
     def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

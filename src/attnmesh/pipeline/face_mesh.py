@@ -39,6 +39,9 @@ def check_image(image: np.ndarray) -> np.ndarray:
 #: Shipped fine-tuned Attention Mesh weights selectable as ``FaceMesh(model=...)`` (docs/model_card_300w.md).
 FINE_TUNED_MODELS = ("attention_mesh_300w",)
 
+#: The values of ``FaceMesh(model=...)``.
+LANDMARK_MODELS = ("attention", "cascade", "transformer", *FINE_TUNED_MODELS)
+
 
 class LandmarkRunner:
     """A landmark network run on batches of ROI crops, whatever the backend: crops are cut here, the backend
@@ -126,7 +129,7 @@ class FaceMesh:
     Args:
         static_image_mode: detect on every image (True) or track from the previous frame's landmarks,
             running the detector only while fewer than ``max_num_faces`` faces are tracked (False).
-        max_num_faces: most faces returned per image.
+        max_num_faces: most faces returned per image (an int >= 1).
         refine_landmarks: 478 landmarks from the Attention Mesh (lips, eyes, irises refined) if True,
             468 from the base mesh model if False.
         min_detection_confidence: detector score threshold in [0, 1].
@@ -147,18 +150,30 @@ class FaceMesh:
             ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
             ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
             keep several cores busy on a photo collection (``attnmesh images`` does this).
+
+    Every argument is checked here (:mod:`attnmesh.pipeline.options`): TypeError for a wrong type (e.g.
+    ``max_num_faces=2.5``), ValueError for a value out of range or an unknown name, RuntimeError for a device or
+    backend this machine does not have (``device="cuda"`` without CUDA, ``backend="onnxruntime"`` without ONNX
+    Runtime).
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
                  num_threads: int | None = None) -> None:
-        if max_num_faces < 1:
-            raise ValueError("max_num_faces must be at least 1")
-        for name, v in (("min_detection_confidence", min_detection_confidence),
-                        ("min_tracking_confidence", min_tracking_confidence)):
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        from .options import check_backend, check_count, check_device, check_flag, check_unit
+
+        static_image_mode = check_flag("static_image_mode", static_image_mode)
+        max_num_faces = check_count("max_num_faces", max_num_faces)
+        refine_landmarks = check_flag("refine_landmarks", refine_landmarks)
+        min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        min_tracking_confidence = check_unit("min_tracking_confidence", min_tracking_confidence)
+        if num_threads is not None:
+            num_threads = check_count("num_threads", num_threads)
+        if model not in LANDMARK_MODELS:
+            raise ValueError(f"model must be one of {', '.join(map(repr, LANDMARK_MODELS))}; got {model!r}")
+        check_device(device)
+        check_backend(backend)
         self.static_image_mode = static_image_mode
         self.max_num_faces = max_num_faces
         self.refine_landmarks = refine_landmarks
@@ -186,9 +201,8 @@ class FaceMesh:
             from ..transformer.runner import make_transformer_model
 
             self.landmark_model = make_transformer_model(device=device, backend=backend, **options)
-        else:
-            raise ValueError(f"model must be 'attention', 'cascade', 'transformer' or one of {FINE_TUNED_MODELS}, "
-                             f"got {model!r}")
+        else:  # pragma: no cover - LANDMARK_MODELS is checked above
+            raise AssertionError(model)
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
