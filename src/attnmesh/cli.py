@@ -595,11 +595,11 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     ``FaceMesh`` gives it: no result depends on the number of workers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .backends import default_threads, resolve_backend
+    from .backends import default_threads, device_type
     from .io import ImageError, load_image
 
-    on_torch = resolve_backend(getattr(args, "backend", "auto"), args.device) == "torch"
-    workers = args.workers or (1 if on_torch else default_threads())
+    on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
+    workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())
     threads = None if on_torch else max(1, default_threads() // workers)
     meshes = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
     free = list(meshes)

@@ -28,7 +28,7 @@ from ..pipeline.cascade import CascadeLandmarkModel
 from ..pipeline.face_detector import DetectorRunner
 from ..pipeline.face_mesh import LandmarkRunner
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
-from . import default_threads, sigmoid
+from . import default_threads, device_type, sigmoid
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 
@@ -143,7 +143,7 @@ class OrtFaceDetector(DetectorRunner):
 
         self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
         self.device = check_device(device)
-        providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
+        providers = providers or ("cuda" if device_type(device) == "cuda" else "cpu")
         self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
 
     def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
