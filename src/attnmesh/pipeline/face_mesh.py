@@ -12,6 +12,7 @@ same scale as x (relative depth, smaller is closer), not normalized to [0, 1].
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +26,8 @@ from ..weights import load_model_weights
 from .cascade import CascadeLandmarkModel
 from .results import Detection, Face
 from .tensors import crops_to_tensor
-from .tracking import associate, roi_from_detection, roi_from_landmarks
+from .stabilizer import DEFAULT_FREQUENCY, MultiFaceStabilizer
+from .tracking import RoiDeadZone, associate, roi_from_detection, roi_from_landmarks
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -115,11 +117,20 @@ class FaceMesh:
         backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
             ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
             (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
+        stabilize_roi: video mode only, not in MediaPipe: hold each tracked face's crop still while the ROI
+            from its landmarks moves less than the landmark noise (:class:`~attnmesh.pipeline.tracking.RoiDeadZone`),
+            which lowers the jitter of the raw landmarks. False (the default) crops exactly as MediaPipe does.
+        smoothing: video mode only: ``None`` (the default, raw landmarks as MediaPipe's FaceMesh), ``"stable"``
+            (pose and expression filtered apart, :class:`~attnmesh.pipeline.stabilizer.LandmarkStabilizer`) or
+            ``"one_euro"`` (MediaPipe's FaceLandmarker filter); each tracked face is smoothed apart and the
+            returned ``Face.landmarks`` are the smoothed ones (tracking still uses the raw landmarks). Pass the
+            frame's timestamp to :meth:`process`.
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto") -> None:
+                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
+                 stabilize_roi: bool = False, smoothing: str | None = None) -> None:
         if max_num_faces < 1:
             raise ValueError("max_num_faces must be at least 1")
         for name, v in (("min_detection_confidence", min_detection_confidence),
@@ -155,6 +166,13 @@ class FaceMesh:
         else:
             raise ValueError(f"model must be 'attention', 'cascade', 'transformer' or one of {FINE_TUNED_MODELS}, "
                              f"got {model!r}")
+        if stabilize_roi and static_image_mode:
+            raise ValueError("stabilize_roi needs video mode (static_image_mode=False)")
+        self._roi_dead_zone = RoiDeadZone() if stabilize_roi else None
+        if smoothing is not None and static_image_mode:
+            raise ValueError("smoothing needs video mode (static_image_mode=False)")
+        self._smoother = MultiFaceStabilizer(smoothing) if smoothing is not None else None
+        self._frames = 0
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
@@ -173,12 +191,16 @@ class FaceMesh:
         """Forget tracked faces (start of a new video); track ids start again at 0."""
         self._tracked = []
         self._next_track_id = 0
+        self._frames = 0
+        if self._smoother is not None:
+            self._smoother.reset()
 
     # -- processing ------------------------------------------------------------------------------------
 
-    def process(self, image: np.ndarray) -> list[Face]:
+    def process(self, image: np.ndarray, timestamp: float | None = None) -> list[Face]:
         """Faces in one RGB image (HxWx3 uint8; grayscale, RGBA and 16-bit are converted). In video mode,
-        call it on consecutive frames."""
+        call it on consecutive frames; ``timestamp`` (seconds, increasing) is the frame's time for
+        ``smoothing`` (default: the frame count at 30 frames per second)."""
         image = check_image(image)
         height, width = image.shape[:2]
         candidates: list[tuple[Roi, Detection | None, int | None]] = []
@@ -195,8 +217,19 @@ class FaceMesh:
                 track_id, self._next_track_id = self._next_track_id, self._next_track_id + 1
             candidates.append((roi, det, track_id))
         faces = self._faces([(image, candidates)])[0]
-        self._tracked = [(roi_from_landmarks(f.landmarks, (width, height)), f.track_id) for f in faces]
+        self._tracked = [(self._next_roi(f, (width, height)), f.track_id) for f in faces]
+        time = self._frames / DEFAULT_FREQUENCY if timestamp is None else float(timestamp)
+        self._frames += 1
+        if self._smoother is not None:
+            smoothed = self._smoother({f.track_id: f.landmarks for f in faces}, time)
+            faces = [dataclasses.replace(f, landmarks=smoothed[f.track_id]) for f in faces]
         return faces
+
+    def _next_roi(self, face: Face, image_size: tuple[int, int]) -> Roi:
+        """The ROI to crop ``face`` from in the next frame: from its landmarks, held by the dead zone if
+        ``stabilize_roi``."""
+        roi = roi_from_landmarks(face.landmarks, image_size)
+        return roi if self._roi_dead_zone is None else self._roi_dead_zone(face.roi, roi)
 
     def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Static-mode faces for many images: one detector pass and one landmark pass for all of them.
