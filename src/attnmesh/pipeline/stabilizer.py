@@ -24,8 +24,8 @@ keeps blinks and mouth motion at full speed and depth. The output is the filtere
 filtered pose.
 
 Measured by ``benchmarks/stable_landmarks.py`` (see the README's table): jitter (residual of a centred 7-frame
-quadratic fit) 40-56% of MediaPipe's raw jitter on the talking clips where MediaPipe's one-euro settings
-leave 68-89%, with 0.3 frames of lag on a photo moved and turned along a smooth path.
+quadratic fit) 40%, 49% and 52% of MediaPipe's raw jitter on talking-d3, d6 and d9 where its one-euro settings
+leave 68-89%, with 0.34 frames of lag on a photo moved and turned along a smooth path.
 """
 
 from __future__ import annotations
