@@ -2,7 +2,8 @@
 
 * ``attnmesh demo [--out DIR]``: the shipped astronaut photo -> overlay PNG and landmarks in DIR.
 * ``attnmesh images PATH... --out FILE [--render DIR]``: landmarks and head pose of photos and folders.
-* ``attnmesh video IN --out FILE [--render OUT.mp4] [--smooth]``: the same per frame, in tracking mode.
+* ``attnmesh video IN --out FILE [--render OUT.mp4] [--no-smooth]``: the same per frame, in tracking mode,
+  stabilised (``--no-smooth``: raw).
 * ``attnmesh webcam [--camera 0]``: a live overlay window.
 
 ``--out`` takes .jsonl, .parquet, .npz or .csv (:mod:`attnmesh.outputs`, docs/outputs.md).
@@ -282,13 +283,14 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--render", metavar="OUT.mp4",
                    help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes in --render")
-    p.add_argument("--smooth", action="store_true",
-                   help="smooth the landmarks over time with a one-euro filter per tracked face (MediaPipe's "
-                        "FaceLandmarker settings: less jitter, under a frame of lag); outputs, pose and "
-                        "overlay use the smoothed landmarks")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="raw per-frame landmarks, as MediaPipe's FaceMesh (default: each tracked face is "
+                        "stabilised, head pose and expression filtered apart: about half MediaPipe's jitter, "
+                        "under a frame of lag; outputs, pose and overlay use the stabilised landmarks)")
+    p.add_argument("--smooth", action="store_true", help="accepted for compatibility: smoothing is the default")
     p.add_argument("--smooth-beta", type=_nonnegative_float, default=None, metavar="B",
-                   help="one-euro beta for --smooth (default: 80, MediaPipe's); lower smooths more and lags "
-                        "more: 20 takes out about twice as much jitter for about one frame of lag")
+                   help="smooth with MediaPipe's one-euro filter instead, with this beta (MediaPipe's: 80); "
+                        "lower smooths more and lags more")
     _add_model_options(p, max_faces=1)
     p.add_argument("--min-tracking-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face presence below which a tracked face is dropped (default: 0.5)")
@@ -381,11 +383,15 @@ def run_video(args: argparse.Namespace) -> int:
 
         from .outputs import face_record, frame_record
         from .pipeline.smoothing import MultiFaceSmoother
+        from .pipeline.stabilizer import MultiFaceStabilizer
 
+        if args.smooth_beta is not None and (args.smooth_beta < 0 or args.no_smooth):
+            raise CliError("--smooth-beta must be >= 0" if args.smooth_beta < 0 else
+                           "--smooth-beta and --no-smooth contradict each other")
         fm = _face_mesh(args, static=False)
-        smoother = None
-        if args.smooth or args.smooth_beta is not None:
-            smoother = MultiFaceSmoother() if args.smooth_beta is None else MultiFaceSmoother(beta=args.smooth_beta)
+        smoother: Any = None if args.no_smooth else MultiFaceStabilizer()
+        if args.smooth_beta is not None:
+            smoother = MultiFaceSmoother(beta=args.smooth_beta)
         total = video.declared_frames or None
         if total and args.max_frames:
             total = min(total, args.max_frames)
@@ -445,7 +451,8 @@ def add_webcam(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Show the camera's picture with the face meshes drawn, in a window (OpenCV highgui). "
                     "Keys: q or Esc quits, m toggles mirroring, a toggles the head-pose axes.")
     p.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default: 0)")
-    p.add_argument("--no-smooth", action="store_true", help="show the raw landmarks (default: smoothed)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="show the raw landmarks (default: stabilised, head pose and expression filtered apart)")
     p.add_argument("--no-mirror", action="store_true", help="show the picture as the camera sees it "
                                                               "(default: mirrored, like a mirror)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes")
@@ -481,7 +488,7 @@ def run_webcam(args: argparse.Namespace) -> int:
                        "another program; try --camera 1)")
     import time
 
-    from .pipeline.smoothing import MultiFaceSmoother
+    from .pipeline.stabilizer import MultiFaceStabilizer
     from .render import draw_face_mesh
 
     window = f"{PROG} webcam (q to quit)"
@@ -491,7 +498,7 @@ def run_webcam(args: argparse.Namespace) -> int:
             cv2.namedWindow(window, cv2.WINDOW_NORMAL)
         except cv2.error as e:
             raise CliError(f"webcam: cannot open a window ({' '.join(str(e).split())[:200]})") from None
-        smoother = None if args.no_smooth else MultiFaceSmoother()
+        smoother = None if args.no_smooth else MultiFaceStabilizer()
         mirror, axes = not args.no_mirror, args.pose_axes
         start, shown, fps, last = time.perf_counter(), 0, 0.0, None
         while True:

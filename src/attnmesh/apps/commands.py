@@ -5,11 +5,12 @@ in its ``COMMANDS`` table)::
     "puppet": (add_puppet, run_puppet),
 
 ``attnmesh makeup IN --lipstick COLOR [--opacity 0.6] [--gloss 0] --out OUT``: an image (png/jpg/...) or a
-video (mp4/avi/mov/mkv/webm -> mp4) with lipstick on every face. Video uses tracking and one-euro landmark
-smoothing (``--no-smooth`` to turn it off).
+video (mp4/avi/mov/mkv/webm -> mp4) with lipstick on every face. Video uses tracking and landmark
+stabilisation (:mod:`attnmesh.pipeline.stabilizer`; ``--no-smooth`` to turn it off).
 
-``attnmesh puppet VIDEO --out coeffs.(jsonl|parquet) [--render avatar.mp4] [--method lsq|net]``: per-frame
-blendshape coefficients of the (first) face, with the head pose; ``--render`` writes the canonical face
+``attnmesh puppet VIDEO --out coeffs.(jsonl|parquet) [--render avatar.mp4] [--method lsq|net] [--no-smooth]``:
+per-frame blendshape coefficients of the (first) face (stabilised landmarks unless ``--no-smooth``), with the
+head pose; ``--render`` writes the canonical face
 deformed by the coefficients (and turned by the head pose) as a shaded, wireframe mesh. One JSON line per
 frame: ``{"frame", "timestamp", "face", "pitch", "yaw", "roll", "coefficients": {name: value}}`` (``face``
 false and the rest null where no face was found); Parquet: the same with one float32 column per coefficient.
@@ -104,7 +105,8 @@ def add_makeup(sub: argparse._SubParsersAction, common: argparse.ArgumentParser 
                    help="output image (same kinds as IN) or video (.mp4); written to a temporary name, "
                         "renamed when done")
     p.add_argument("--max-faces", type=_positive_int, default=5, metavar="N", help="most faces (default: 5)")
-    p.add_argument("--no-smooth", action="store_true", help="video: no landmark smoothing")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="video: raw landmarks (default: stabilised, head pose and expression filtered apart)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return p
 
@@ -142,7 +144,7 @@ def _makeup_video(args: argparse.Namespace) -> int:
     import cv2
 
     from ..outputs import TempFile
-    from ..pipeline.smoothing import MultiFaceSmoother
+    from ..pipeline.stabilizer import MultiFaceStabilizer
     from ..video_reader import VideoReader
     from .lipstick import apply_lipstick
 
@@ -154,7 +156,7 @@ def _makeup_video(args: argparse.Namespace) -> int:
     try:
         out = TempFile(args.out, "--out")  # only once the input is open
         fps = float(video.rate)
-        smoother = MultiFaceSmoother()
+        smoother = MultiFaceStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=args.max_faces, refine_landmarks=True) as fm, \
                 _bar(video.declared_frames, "frame") as bar:
             for i, _, frame in video.frames():
@@ -205,6 +207,8 @@ def add_puppet(sub: argparse._SubParsersAction, common: argparse.ArgumentParser 
     p.add_argument("--method", choices=("lsq", "net"), default="lsq",
                    help="bounded least squares (default) or the distilled network")
     p.add_argument("--device", default="cpu", help="torch device for the face mesh (default: cpu)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="raw landmarks (default: stabilised, head pose and expression filtered apart)")
     return p
 
 
@@ -214,7 +218,7 @@ def run_puppet(args: argparse.Namespace) -> int:
     from ..cli_args import refuse_same_output
     from ..geometry.face_geometry import estimate_face_geometry
     from ..outputs import TempFile
-    from ..pipeline.smoothing import LandmarkSmoother
+    from ..pipeline.stabilizer import LandmarkStabilizer
     from ..video_reader import VideoReader
     from .blendshapes import BLENDSHAPE_NAMES, BlendshapeSolver, deform, estimate_neutral, metric_landmarks
 
@@ -233,13 +237,15 @@ def run_puppet(args: argparse.Namespace) -> int:
         fps = float(video.rate)
         metrics: list[Any] = []
         poses: list[Any] = []
-        smoother = LandmarkSmoother()
+        smoother = None if args.no_smooth else LandmarkStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=1, refine_landmarks=True) as fm, \
                 _bar(video.declared_frames, "frame") as bar:
             for i, _, frame in video.frames():
                 size = (frame.shape[1], frame.shape[0])
                 faces = fm.process(frame)
-                lm = smoother(faces[0].landmarks if faces else None, i / fps)
+                lm = faces[0].landmarks if faces else None
+                if smoother is not None:
+                    lm = smoother(lm, i / fps)
                 m = pose = None
                 if lm is not None:
                     try:

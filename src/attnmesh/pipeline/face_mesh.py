@@ -12,6 +12,7 @@ same scale as x (relative depth, smaller is closer), not normalized to [0, 1].
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from ..geometry.roi import Roi, crop_image, project_to_image
 from ..models.sizes import MESH_INPUT_SIZE
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 from .results import Detection, Face
-from .tracking import associate, roi_from_detection, roi_from_landmarks
+from .tracking import RoiDeadZone, associate, roi_from_detection, roi_from_landmarks
 
 if TYPE_CHECKING:
     import torch
@@ -150,6 +151,14 @@ class FaceMesh:
             ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
             ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
             keep several cores busy on a photo collection (``attnmesh images`` does this).
+        stabilize_roi: video mode only, not in MediaPipe: hold each tracked face's crop still while the ROI
+            from its landmarks moves less than the landmark noise (:class:`~attnmesh.pipeline.tracking.RoiDeadZone`),
+            which lowers the jitter of the raw landmarks. False (the default) crops exactly as MediaPipe does.
+        smoothing: video mode only: ``None`` (the default, raw landmarks as MediaPipe's FaceMesh), ``"stable"``
+            (pose and expression filtered apart, :class:`~attnmesh.pipeline.stabilizer.LandmarkStabilizer`) or
+            ``"one_euro"`` (MediaPipe's FaceLandmarker filter); each tracked face is smoothed apart and the
+            returned ``Face.landmarks`` are the smoothed ones (tracking still uses the raw landmarks). Pass the
+            frame's timestamp to :meth:`process`.
 
     Every argument is checked here (:mod:`attnmesh.pipeline.options`): TypeError for a wrong type (e.g.
     ``max_num_faces=2.5``), ValueError for a value out of range or an unknown name, RuntimeError for a device or
@@ -160,7 +169,8 @@ class FaceMesh:
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, stabilize_roi: bool = False,
+                 smoothing: str | None = None) -> None:
         from .options import check_backend, check_count, check_device, check_flag, check_unit
 
         static_image_mode = check_flag("static_image_mode", static_image_mode)
@@ -203,6 +213,17 @@ class FaceMesh:
             self.landmark_model = make_transformer_model(device=device, backend=backend, **options)
         else:  # pragma: no cover - LANDMARK_MODELS is checked above
             raise AssertionError(model)
+        if stabilize_roi and static_image_mode:
+            raise ValueError("stabilize_roi needs video mode (static_image_mode=False)")
+        self._roi_dead_zone = RoiDeadZone() if stabilize_roi else None
+        if smoothing is not None and static_image_mode:
+            raise ValueError("smoothing needs video mode (static_image_mode=False)")
+        self._smoother = None
+        if smoothing is not None:
+            from .stabilizer import MultiFaceStabilizer  # SciPy: imported only when asked for
+
+            self._smoother = MultiFaceStabilizer(smoothing)
+        self._frames = 0
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
@@ -221,12 +242,16 @@ class FaceMesh:
         """Forget tracked faces (start of a new video); track ids start again at 0."""
         self._tracked = []
         self._next_track_id = 0
+        self._frames = 0
+        if self._smoother is not None:
+            self._smoother.reset()
 
     # -- processing ------------------------------------------------------------------------------------
 
-    def process(self, image: np.ndarray) -> list[Face]:
+    def process(self, image: np.ndarray, timestamp: float | None = None) -> list[Face]:
         """Faces in one RGB image (HxWx3 uint8; grayscale, RGBA and 16-bit are converted). In video mode,
-        call it on consecutive frames."""
+        call it on consecutive frames; ``timestamp`` (seconds, increasing) is the frame's time for
+        ``smoothing`` (default: the frame count at 30 frames per second)."""
         image = check_image(image)
         height, width = image.shape[:2]
         candidates: list[tuple[Roi, Detection | None, int | None]] = []
@@ -243,8 +268,21 @@ class FaceMesh:
                 track_id, self._next_track_id = self._next_track_id, self._next_track_id + 1
             candidates.append((roi, det, track_id))
         faces = self._faces([(image, candidates)])[0]
-        self._tracked = [(roi_from_landmarks(f.landmarks, (width, height)), f.track_id) for f in faces]
+        self._tracked = [(self._next_roi(f, (width, height)), f.track_id) for f in faces]
+        self._frames += 1
+        if self._smoother is not None:
+            from .stabilizer import DEFAULT_FREQUENCY
+
+            time = (self._frames - 1) / DEFAULT_FREQUENCY if timestamp is None else float(timestamp)
+            smoothed = self._smoother({f.track_id: f.landmarks for f in faces}, time)
+            faces = [dataclasses.replace(f, landmarks=smoothed[f.track_id]) for f in faces]
         return faces
+
+    def _next_roi(self, face: Face, image_size: tuple[int, int]) -> Roi:
+        """The ROI to crop ``face`` from in the next frame: from its landmarks, held by the dead zone if
+        ``stabilize_roi``."""
+        roi = roi_from_landmarks(face.landmarks, image_size)
+        return roi if self._roi_dead_zone is None else self._roi_dead_zone(face.roi, roi)
 
     def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Static-mode faces for many images: one detector pass and one landmark pass for all of them.
