@@ -715,10 +715,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_library_notes() -> None:
+    """The library's INFO notes (e.g. a model graph being built on first use) as ``attnmesh: ...`` lines on
+    stderr, once per process."""
+    import logging
+
+    logger = logging.getLogger("attnmesh")
+    if not any(getattr(h, "attnmesh_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler.attnmesh_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_env() or "--debug" in argv
+    _show_library_notes()
     try:
         parser = build_parser()
         try:

@@ -1,8 +1,8 @@
 """OpenVINO backend (the default on CPU): drop-in runners for ``FaceMesh``'s landmark models and detector.
 
-* :class:`OvLandmarkModel`: the interface of :class:`attnmesh.pipeline.face_mesh.LandmarkModel` for the
-  Attention Mesh (478 points), face_landmark (468) and the fine-tuned ``attention_mesh_300w``.
-* :class:`OvFaceDetector`: the interface of :class:`attnmesh.pipeline.face_detector.FaceDetector`.
+* :class:`OvLandmarkModel`: a :class:`attnmesh.pipeline.face_mesh.LandmarkRunner` for the Attention Mesh
+  (478 points), face_landmark (468) and the fine-tuned ``attention_mesh_300w``.
+* :class:`OvFaceDetector`: a :class:`attnmesh.pipeline.face_detector.DetectorRunner`.
 * :class:`OvCascadeLandmarkModel`: face_landmark + iris, as :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel`.
 * :class:`OvTransformerLandmarkModel`: the distilled face transformer.
 
@@ -18,7 +18,11 @@ to the next bucket, larger ones are split). With a dynamic batch axis the CPU pl
 batch 1 about 4x slower (shape inference on every call), measured on the development machine.
 
 Precision: float32 (``INFERENCE_PRECISION_HINT=f32``). OpenVINO's CPU plugin would otherwise pick bf16 on
-CPUs with AMX or AVX-512 BF16, which moved the Attention Mesh 0.37% IOD on average (README, Speed).
+CPUs with AMX or AVX-512 BF16: on 100 held-out 300-W faces that moved the Attention Mesh 0.36% IOD on average,
+over 0.5% on 3 of them, and ran slower at batch 1 on the development machine (README, Speed), so it is not
+offered.
+
+Importing this module needs neither PyTorch nor ONNX: only building a graph that is not in the cache does.
 
 Telemetry: importing the ``openvino`` package also imports its model-conversion tools
 (``openvino.tools.ovc``), whose import sends a usage event to Intel unless the user opted out. attnmesh only
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -58,6 +63,7 @@ GRAPH_REVISION = 1
 #: Static batch sizes the graphs are compiled for; a batch runs padded to the smallest bucket that holds it.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _TOOLS = "openvino.tools.ovc"
+_log = logging.getLogger(__name__)
 
 
 def import_openvino() -> ModuleType:
@@ -181,6 +187,8 @@ def ensure_ir(spec: IrSpec, directory: Path | None = None) -> Path:
 
     from ..export.onnx import OPSET
 
+    _log.info("building the OpenVINO graph of %s from the shipped weights (first use only; cached in %s)",
+              spec.name, directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{spec.name}.{os.getpid()}.{threading.get_ident()}"
     onnx_path = tmp.with_suffix(".onnx")
@@ -214,7 +222,7 @@ def _with_uint8_input(ov: ModuleType, model: Any, scale: float, offset: float) -
     ppp.input().model().set_layout(ov.Layout("NCHW"))
     steps = ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(scale)
     if offset:
-        steps.mean(-offset / 1.0)
+        steps.mean(-offset)  # (x / scale) - mean
     return ppp.build()
 
 
