@@ -15,8 +15,11 @@ Frames are RGB uint8 (H, W, 3), turned upright by the stream's display rotation 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +35,9 @@ IMAGE_DEMUXERS = ("image2", "image2pipe")
 #: A video whose header lists more frames than this many beyond those decoded counts as truncated (headers
 #: round their counts; a few missing frames at the very end are not worth an error).
 TRUNCATION_SLACK = 2
+
+#: Frames decoded ahead of the caller, in a thread of their own (:meth:`VideoReader.frames`).
+PREFETCH_FRAMES = 4
 
 
 class VideoError(CliError):
@@ -91,9 +97,51 @@ class VideoReader:
         self._limit: int | None = None
         self._error: str | None = None
 
-    def frames(self, max_frames: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    def frames(self, max_frames: int | None = None, prefetch: int = PREFETCH_FRAMES
+               ) -> Iterator[tuple[int, float, np.ndarray]]:
         """(index, timestamp in seconds, RGB uint8 image) of each decoded frame, the first ``max_frames`` (all
-        when None). A decoding error ends the iteration; :meth:`finish` reports it."""
+        when None). A decoding error ends the iteration; :meth:`finish` reports it.
+
+        ``prefetch`` > 0: frames are demuxed, decoded and converted to RGB in a thread of their own, up to
+        ``prefetch`` frames ahead of the caller, so decoding overlaps the caller's work (the same frames, in
+        the same order)."""
+        if prefetch <= 0:
+            yield from self._decode(max_frames)
+            return
+        items: queue.Queue = queue.Queue(maxsize=prefetch)
+        stop = threading.Event()
+        end = object()
+
+        def produce() -> None:
+            try:
+                for item in self._decode(max_frames):
+                    while not stop.is_set():
+                        try:
+                            items.put(item, timeout=0.05)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer and raised there
+                items.put(e)
+            items.put(end)
+
+        worker = threading.Thread(target=produce, name="attnmesh-decode", daemon=True)
+        worker.start()
+        try:
+            while (item := items.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():  # let a producer blocked on a full queue finish
+                with contextlib.suppress(queue.Empty):
+                    items.get(timeout=0.05)
+            worker.join()
+
+    def _decode(self, max_frames: int | None) -> Iterator[tuple[int, float, np.ndarray]]:
         self._limit = max_frames
         decoder = self.container.decode(self.stream)
         while max_frames is None or self.decoded < max_frames:
