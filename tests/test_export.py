@@ -1,6 +1,6 @@
 """ONNX export, the ONNX Runtime backend, INT8, and the GPU path's crop (run on CPU tensors).
 
-Timing is never asserted here: speed lives in benchmarks/speed_table.py and benchmarks/tracking_fps.py.
+Timing is never asserted here: speed lives in benchmarks/speed_table.py and benchmarks/cpu_speed.py.
 """
 
 from __future__ import annotations
