@@ -71,7 +71,8 @@ _FLIP = np.array([1.0, -1.0, -1.0])
 
 def alpha_beta_response(alpha: float, beta: float, frequency: np.ndarray, frame_rate: float) -> np.ndarray:
     """Magnitude of the alpha-beta filter's position response at ``frequency`` (Hz) for samples at ``frame_rate``
-    (Hz): ``|H(z)|`` with ``H(z) = (α z² + (β - α) z) / (z² + (α + β - 2) z + 1 - α)``, ``z = exp(2πi f / rate)``."""
+    (Hz): ``|H(z)|``, ``H(z) = (α z² + (β - α) z) / (z² + (α + β - 2) z + 1 - α)``,
+    ``z = exp(2πi f / rate)``."""
     z = np.exp(2j * np.pi * np.asarray(frequency, np.float64) / frame_rate)
     return np.abs((alpha * z * z + (beta - alpha) * z) / (z * z + (alpha + beta - 2) * z + 1 - alpha))
 
