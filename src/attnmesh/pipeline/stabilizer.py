@@ -17,19 +17,23 @@ with no lag to first order (a ramp is tracked exactly) and averages the noise ov
 new position by a gain that grows from ``SHAPE_MIN_GAIN`` (noise-sized changes) to 1 (changes much larger
 than ``SHAPE_SIGMA_CM``), the change being averaged over the landmark's ``SHAPE_NEIGHBOURS`` nearest neighbours
 so that the coherent motion of an expression opens the gate and the incoherent noise of single landmarks
-does not. Lids and lips pass through unfiltered whenever they move like a blink or a mouth opening (their
-opening changes by more than ``LID_JUMP`` of the eye's open level, or the eye is more than half closed;
-the lip gap or the mouth width changes by more than ``LIP_JUMP`` of the mouth width in one frame), which
-keeps blinks and mouth motion at full speed and depth. The output is the filtered shape placed by the
-filtered pose.
+does not. Lids pass through unfiltered whenever they move like a blink (their opening changes by more than
+``LID_JUMP`` of the eye's open level, or the eye is more than half closed), which keeps blinks at full speed and
+depth. The lip loops, which move all the time in speech, go through their own constant-velocity alpha-beta
+filter whose -3 dB frequency is ``LIP_BANDWIDTH_HZ`` at the video's frame rate (10 Hz: speech moves the lips at
+the syllable rate, 4-8 Hz; alpha 0.83, beta 0.69 at 30 fps): a ramp passes without lag, a sudden opening
+reaches 0.83 of its depth on its frame, and the noise above 10 Hz is damped. (Passing the lips through raw
+whenever they moved, as before, left them carrying 70-90% of the remaining jitter.) The output is the filtered
+shape placed by the filtered pose.
 
 Measured by ``benchmarks/stable_landmarks.py`` (see the README's table): jitter (residual of a centred 7-frame
-quadratic fit) 40%, 49% and 52% of MediaPipe's raw jitter on talking-d3, d6 and d9 where its one-euro settings
+quadratic fit) 34%, 43% and 45% of MediaPipe's raw jitter on talking-d3, d6 and d9 where its one-euro settings
 leave 68-89%, with 0.34 frames of lag on a photo moved and turned along a smooth path.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Mapping
 
@@ -47,7 +51,7 @@ SHAPE_NEIGHBOURS = 24  # landmarks (itself included) whose changes are averaged 
 LID_JUMP = 0.1  # lids pass through when the eye's opening changes by more than this x its open level
 LID_CLOSED = 0.5  # ... or when the opening is below this x its open level
 OPEN_LEVEL_RATE = 0.05  # per frame: how fast the open level follows openings above 0.7 x the level
-LIP_JUMP = 0.04  # lips pass through when the lip gap or the mouth width changes by more than this x the width
+LIP_BANDWIDTH_HZ = 10.0  # -3 dB frequency of the lips' alpha-beta filter (speech articulation: syllables 4-8 Hz)
 DEFAULT_FREQUENCY = 30.0  # Hz, frame rate assumed for the first frame
 
 # Eye contours (9 upper + 9 lower points, the corners shared) and the opening measure of each eye: the mean of
@@ -61,10 +65,42 @@ _EYES = (
 # Outer and inner lip loops; the lip gap 13-14 and the mouth width 61-291.
 _LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375,
          78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 95, 88, 178, 87, 14, 317, 402, 318, 324)
-_LIP_GAP = (13, 14)
-_MOUTH_WIDTH = (61, 291)
 # Image pixels (x right, y down, z away from the camera) -> a right-handed frame like the canonical face's.
 _FLIP = np.array([1.0, -1.0, -1.0])
+
+
+def alpha_beta_response(alpha: float, beta: float, frequency: np.ndarray, frame_rate: float) -> np.ndarray:
+    """Magnitude of the alpha-beta filter's position response at ``frequency`` (Hz) for samples at ``frame_rate``
+    (Hz): ``|H(z)|``, ``H(z) = (α z² + (β - α) z) / (z² + (α + β - 2) z + 1 - α)``,
+    ``z = exp(2πi f / rate)``."""
+    z = np.exp(2j * np.pi * np.asarray(frequency, np.float64) / frame_rate)
+    return np.abs((alpha * z * z + (beta - alpha) * z) / (z * z + (alpha + beta - 2) * z + 1 - alpha))
+
+
+@functools.lru_cache(maxsize=16)
+def alpha_beta_for_bandwidth(bandwidth_hz: float, frame_rate: float) -> tuple[float, float]:
+    """``(alpha, beta)`` of the steady-state Kalman filter for a constant-velocity model (Kalata's gains for a
+    tracking index λ) whose -3 dB frequency is ``bandwidth_hz`` at ``frame_rate`` (both Hz); ``(1, 0)`` (raw)
+    when the bandwidth reaches the Nyquist frequency. Found by bisection on log λ."""
+    if bandwidth_hz >= 0.5 * frame_rate:
+        return 1.0, 0.0
+
+    def gains(lam: float) -> tuple[float, float]:
+        r = (4 + lam - math.sqrt(8 * lam + lam * lam)) / 4
+        alpha = 1 - r * r
+        return alpha, 2 * (2 - alpha) - 4 * math.sqrt(1 - alpha)
+
+    frequencies = np.linspace(0.0, 0.5 * frame_rate, 2001)[1:]
+
+    def cutoff(lam: float) -> float:
+        below = alpha_beta_response(*gains(lam), frequencies, frame_rate) < math.sqrt(0.5)
+        return float(frequencies[int(np.argmax(below))]) if below.any() else 0.5 * frame_rate
+
+    lo, hi = -8.0, 8.0  # log λ
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cutoff(math.exp(mid)) < bandwidth_hz else (lo, mid)
+    return gains(math.exp(0.5 * (lo + hi)))
 
 
 def _opening(shape: np.ndarray, gaps: tuple[tuple[int, int], ...], width: tuple[int, int]) -> float:
@@ -125,6 +161,7 @@ class LandmarkStabilizer:
     def reset(self) -> None:
         """Forget the history (a new face, or a cut in the video)."""
         self._pose_filter.reset()
+        self._lip_filter = AlphaBetaFilter(1.0, 0.0)
         self._reference_rotation: np.ndarray | None = None
         self._shape: np.ndarray | None = None
         self._neighbours: np.ndarray | None = None
@@ -169,14 +206,19 @@ class LandmarkStabilizer:
             self._reference_rotation = rotation
         relative = Rotation.from_matrix(rotation @ self._reference_rotation.T).as_rotvec()
         pose = self._pose_filter(np.concatenate([relative, translation, [math.log(scale)]]), dt)
-        shape = self._filter_shape(shape)
+        shape = self._filter_shape(shape, dt)
 
         rotation = Rotation.from_rotvec(pose[:3]).as_matrix() @ self._reference_rotation
         out = (math.exp(pose[6]) * shape @ rotation.T + pose[3:6]) * _FLIP
         return out.astype(np.float32)
 
-    def _filter_shape(self, shape: np.ndarray) -> np.ndarray:
-        """The gated low-pass on the pose-free shape (K, 3), canonical centimetres."""
+    def _filter_shape(self, shape: np.ndarray, dt: float) -> np.ndarray:
+        """The gated low-pass on the pose-free shape (K, 3), canonical centimetres; the lip loops through the
+        alpha-beta filter of ``LIP_BANDWIDTH_HZ`` at the frame rate ``1 / dt``."""
+        lips = list(_LIPS)
+        alpha, beta = alpha_beta_for_bandwidth(LIP_BANDWIDTH_HZ, round(1.0 / dt, 1))
+        self._lip_filter.alpha, self._lip_filter.beta = alpha, beta
+        filtered_lips = self._lip_filter(shape[lips], dt)
         if self._shape is None:
             distances = np.linalg.norm(shape[:, None] - shape[None], axis=-1)
             self._neighbours = np.argsort(distances, axis=1)[:, : self.neighbours]
@@ -198,11 +240,7 @@ class LandmarkStabilizer:
                 self._open_levels[k] = level = max(level, 1e-6)
             if now < LID_CLOSED * level or abs(now - before) > LID_JUMP * level:
                 out[list(contour)] = shape[list(contour)]
-        width_now = float(np.linalg.norm(shape[_MOUTH_WIDTH[0]] - shape[_MOUTH_WIDTH[1]]))
-        width_before = float(np.linalg.norm(previous[_MOUTH_WIDTH[0]] - previous[_MOUTH_WIDTH[1]]))
-        gap_change = abs(_opening(shape, (_LIP_GAP,), _MOUTH_WIDTH) - _opening(previous, (_LIP_GAP,), _MOUTH_WIDTH))
-        if gap_change > LIP_JUMP or abs(width_now / max(width_before, 1e-9) - 1.0) > LIP_JUMP:
-            out[list(_LIPS)] = shape[list(_LIPS)]
+        out[lips] = filtered_lips
         self._shape = out
         return out.copy()
 
