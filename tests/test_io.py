@@ -191,6 +191,18 @@ def test_bad_file_raises_one_line_image_error_naming_the_file(tmp_path, case):
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize("case", [c for c in BAD if c not in ("missing", "directory")])
+def test_decode_image_gives_the_messages_of_load_image(tmp_path, case, photo_rgb):
+    """decode_image (bytes read elsewhere, e.g. by a cluster worker) fails exactly as load_image on the file."""
+    path, _ = _bad_files(tmp_path)[case]
+    with pytest.raises(ImageError) as from_file:
+        load_image(path)
+    with pytest.raises(ImageError) as from_bytes:
+        io.decode_image(path.read_bytes(), path)
+    assert str(from_bytes.value) == str(from_file.value)
+    np.testing.assert_array_equal(io.decode_image(PHOTO.read_bytes(), "any.jpg"), photo_rgb)
+
+
 def test_truncated_jpeg_is_an_error_although_opencv_decodes_it(tmp_path):
     """The case this module exists for: OpenCV returns a half-grey image for a JPEG cut in half."""
     data = PHOTO.read_bytes()

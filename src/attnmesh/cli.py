@@ -36,6 +36,7 @@ from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
 from .backends import BACKENDS
 from .cli_args import (PROG, CliError, InputFiles, _nonnegative_float, _positive_int, _unit_float, face_mesh,
                        print_error, refuse_same_output, say)
+from .ray import add_engine_options, ray_engine
 from .train.commands import add_eval, add_train, run_eval, run_train
 
 
@@ -115,7 +116,8 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Find faces and their 478 (or 468) landmarks and head pose in images. Folders are searched "
                     "recursively for " + _extensions() + " files. One record per image (JSON lines) or per "
                     "image x face (Parquet, CSV).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files and/or folders (--engine ray: also .txt/.parquet lists of paths, URIs)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
     p.add_argument("--render", metavar="DIR",
                    help="also write an overlay PNG per image into DIR (created if needed), under the image's "
@@ -127,6 +129,7 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="images decoded and processed at once, each in its own thread with one CPU thread per "
                         "network call (default: the CPUs this process may use; 1 on the torch backend)")
+    add_engine_options(p)
     return p
 
 
@@ -208,9 +211,44 @@ class _Overlays:
         return target
 
 
-def run_images(args: argparse.Namespace) -> int:
-    from .io import ImageError, iter_image_paths
+def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]],
+                  args: argparse.Namespace) -> list[tuple[Any, dict, Any, Any]]:
+    """The output records of one batch of images, in order: ``loaded`` holds (path, RGB uint8 image or the
+    :class:`attnmesh.io.ImageError` that loading it raised) per input; the result (path, record, image, faces)
+    per input, where a failure's record is :func:`attnmesh.outputs.error_record` (image and faces None) and a
+    success's is :func:`attnmesh.outputs.image_record` with its faces (:class:`attnmesh.Face`). One detector
+    and mesh pass for the batch (``_process``). Shared by ``attnmesh images`` and :mod:`attnmesh.ray`."""
+    from .io import ImageError
     from .outputs import error_record, face_record, image_record
+
+    good = [im for _, im in loaded if not isinstance(im, ImageError)]
+    results = dict(zip((id(im) for im in good), _process(fm, good, args)))
+    out: list[tuple[Any, dict, Any, Any]] = []
+    for path, im in loaded:
+        if isinstance(im, ImageError):
+            out.append((path, error_record(path, im.problem), None, None))
+            continue
+        faces = results[id(im)]
+        if isinstance(faces, BaseException):
+            out.append((path, error_record(path, f"internal error: {type(faces).__name__}: {faces}"), None, None))
+            continue
+        size = (int(im.shape[1]), int(im.shape[0]))
+        try:
+            record = image_record(path, *size, [face_record(f, size) for f in faces])
+        except ValueError as e:
+            if args.debug:
+                raise
+            out.append((path, error_record(path, f"internal error: {e}"), None, None))
+            continue
+        out.append((path, record, im, faces))
+    return out
+
+
+def run_images(args: argparse.Namespace) -> int:
+    on_ray = ray_engine(args, "images")
+    if on_ray is not None:
+        return on_ray(args)
+    from .io import iter_image_paths
 
     paths = list(iter_image_paths(args.paths))
     if not paths:
@@ -228,32 +266,15 @@ def run_images(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
                    disable=len(paths) < 2 or not sys.stderr.isatty())
         n_faces = n_failed = 0
-
-        def report(path: Path, problem: str) -> None:
-            nonlocal n_failed
-            n_failed += 1
-            _say(f"{PROG}: error: {path}: {' '.join(problem.split())}", bar)
-            out.write(error_record(path, problem))
-
         with bar:
-            for path, im, faces in _image_results(paths, args):
-                if isinstance(im, ImageError):
-                    report(path, im.problem)
-                elif isinstance(faces, BaseException):
-                    report(path, f"internal error: {type(faces).__name__}: {faces}")
-                else:
-                    size = (int(im.shape[1]), int(im.shape[0]))
-                    try:
-                        record = image_record(path, *size, [face_record(f, size) for f in faces])
-                    except ValueError as e:
-                        if args.debug:
-                            raise
-                        report(path, f"internal error: {e}")
-                    else:
-                        out.write(record)
-                        if overlays is not None:
-                            overlays.write(path, im, faces)
-                        n_faces += len(faces)
+            for path, record, im, faces in _image_results(paths, args):
+                out.write(record)
+                if "error" in record:
+                    n_failed += 1
+                    _say(f"{PROG}: error: {path}: {record['error']}", bar)
+                elif overlays is not None:
+                    overlays.write(path, im, faces)
+                n_faces += len(faces or ())
                 bar.update(1)
         _commit(out)
     except BaseException:
@@ -278,7 +299,8 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                     "are tracked) and write their landmarks and head pose per frame, with the frame index and "
                     "its timestamp in the container. One record per frame (JSON lines) or per frame x face "
                     "(Parquet, CSV).")
-    p.add_argument("input", metavar="IN", help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...)")
+    p.add_argument("input", nargs="+", metavar="IN",
+                   help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...); several with --engine ray")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
     p.add_argument("--render", metavar="OUT.mp4",
                    help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
@@ -296,6 +318,7 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                    help="face presence below which a tracked face is dropped (default: 0.5)")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                    help="stop after the first N frames")
+    add_engine_options(p, video=True)
     return p
 
 
@@ -366,6 +389,13 @@ class _VideoRender:
 def run_video(args: argparse.Namespace) -> int:
     from .video_reader import VideoReader
 
+    on_ray = ray_engine(args, "video")
+    if on_ray is not None:
+        return on_ray(args)
+    if isinstance(args.input, list):
+        if len(args.input) > 1:
+            raise CliError(f"{len(args.input)} videos given: one at a time, or all with --engine ray", code=2)
+        args.input = args.input[0]
     if args.render is not None:
         suffix = Path(args.render).suffix.lower()
         if suffix not in VIDEO_RENDER_EXTENSIONS:
@@ -592,14 +622,14 @@ def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int |
                      num_threads=num_threads)
 
 
-def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, Any, Any]]:
-    """``(path, image or ImageError, faces or the exception that stopped them)`` for every path, in order.
+def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, dict, Any, Any]]:
+    """:func:`image_records` of every path, in order: ``(path, record, image, faces)``.
 
     ``args.workers`` threads (default: the CPUs this process may use; 1 on the torch backend) each own a
     :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time
-    (default: 1, or 8 on the torch backend, whose per-call overhead is large):
-    decoding and both networks release the GIL, so the cores stay busy. Each image's faces are what a lone
-    ``FaceMesh`` gives it: no result depends on the number of workers."""
+    (default: 1, or 8 on the torch backend, whose per-call overhead is large): decoding and both networks
+    release the GIL, so the cores stay busy. Each image's faces are what a lone ``FaceMesh`` gives it: no
+    result depends on the number of workers."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .backends import default_threads, device_type
@@ -608,10 +638,9 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
     workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())
     threads = None if on_torch else max(1, default_threads() // workers)
-    meshes = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
-    free = list(meshes)
+    free = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
 
-    def work(chunk: Sequence[Path]) -> list[tuple[Path, Any, Any]]:
+    def work(chunk: Sequence[Path]) -> list[tuple[Path, dict, Any, Any]]:
         loaded: list[tuple[Path, Any]] = []
         for path in chunk:
             try:
@@ -620,11 +649,9 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
                 loaded.append((path, e))
         fm = free.pop() if free else _face_mesh(args, num_threads=threads)
         try:
-            good = [im for _, im in loaded if not isinstance(im, ImageError)]
-            results = iter(_process(fm, good, args))
+            return image_records(fm, loaded, args)
         finally:
             free.append(fm)
-        return [(path, im, None if isinstance(im, ImageError) else next(results)) for path, im in loaded]
 
     batch = args.batch_size or (8 if on_torch else 1)
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]

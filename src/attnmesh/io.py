@@ -3,6 +3,7 @@
 * :func:`load_image` decodes a file with Pillow (OpenCV for the pixel values of 16-bit PNG/TIFF files),
   applies the EXIF orientation as a photo viewer does, and converts whatever it finds to RGB uint8. Every
   failure is an :class:`ImageError` whose message is one line naming the file and the problem.
+* :func:`decode_image` does the same for the bytes of a file read elsewhere (object storage, a Parquet column).
 * :func:`as_rgb_uint8` does the same conversions for a NumPy array (what ``FaceMesh.process`` calls).
 * :func:`iter_image_paths` expands files and folders (recursively) into the image files to process.
 
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "load_image", "as_rgb_uint8", "iter_image_paths", "IMAGE_EXTENSIONS", "MAX_PIXELS"]
+__all__ = ["ImageError", "load_image", "decode_image", "as_rgb_uint8", "iter_image_paths", "IMAGE_EXTENSIONS",
+           "MAX_PIXELS"]
 
 #: File extensions (lower case, with the dot) that :func:`iter_image_paths` picks up in folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -111,8 +113,19 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     not an image, an image format that cannot be decoded, or an image over :data:`MAX_PIXELS`.
     """
     name = os.fspath(path)
+    return decode_image(_read_bytes(Path(name), name), name)
+
+
+def decode_image(data: bytes, name: str | os.PathLike) -> np.ndarray:
+    """Decode the bytes of an image file (read from anywhere: object storage, an archive, a Parquet column)
+    as :func:`load_image` does a file: RGB uint8 HxWx3, upright. ``name`` is the file's name or path, used in
+    the messages and, by its extension, to tell a wrong file type from a corrupt image; nothing is read
+    from it. Raises :class:`ImageError`, with the same messages as :func:`load_image`, for empty, truncated,
+    corrupt, non-image and too large data."""
+    name = os.fspath(name)
     p = Path(name)
-    data = _read_bytes(p, name)
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
 
     from PIL import Image, UnidentifiedImageError
 
