@@ -192,7 +192,7 @@ def test_failure_after_start_keeps_the_old_output_and_leaves_no_partial_file(tmp
     out.write_text("previous results\n")
     proc = run_cli("images", OTHERS[0], "--out", out, "--device", "no-such-device", timeout=120)
     lines = assert_clean_stderr(proc.stderr)
-    assert proc.returncode == 1 and len(lines) == 1 and "no-such-device" in lines[0], lines
+    assert proc.returncode == 2 and len(lines) == 1 and "no-such-device" in lines[0], lines  # a bad argument
     assert out.read_text() == "previous results\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 

@@ -1,6 +1,7 @@
 """``attnmesh video``, driven as a subprocess on a real talking-head clip from ../shared/data: frame records
-(schema, monotonic indices and container timestamps), landmarks equal to the Python API in video mode,
-``--smooth`` (less jitter, lag <= 2 frames, measured as benchmarks/smoothing_jitter.py does), ``--render``,
+(schema, monotonic indices and container timestamps), ``--no-smooth`` landmarks equal to the Python API in
+video mode, the default stabilisation (less jitter, lag <= 2 frames, measured as benchmarks/smoothing_jitter.py
+does; the same as LandmarkStabilizer on the raw output; ``--smooth`` a no-op alias), ``--render``,
 and one-line errors for files that are not usable videos."""
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ def runs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("video")
     raw, smooth, render = root / "raw.jsonl", root / "smooth.parquet", root / "overlay.mp4"
     procs = {
-        "raw": run_cli("video", CLIP, "--out", raw, "--max-frames", FRAMES, timeout=200),
-        "smooth": run_cli("video", CLIP, "--out", smooth, "--smooth", "--render", render, "--max-frames", FRAMES,
-                          timeout=200),
+        "raw": run_cli("video", CLIP, "--out", raw, "--no-smooth", "--max-frames", FRAMES, timeout=200),
+        "smooth": run_cli("video", CLIP, "--out", smooth, "--render", render, "--max-frames", FRAMES, timeout=200),
     }
     return {"root": root, "raw": raw, "smooth": smooth, "render": render, "procs": procs}
 
@@ -129,6 +129,26 @@ def test_smooth_reduces_jitter_with_at_most_two_frames_of_lag(runs):
     assert m["jitter"] < m["jitter_raw"] / 1.2
     assert m["still"] < m["still_raw"] / 1.5
     assert 0 <= m["lag"] <= 2
+
+
+def test_default_is_the_stabiliser_on_the_raw_output_and_smooth_is_an_alias(runs, tmp_path):
+    from attnmesh.pipeline.stabilizer import LandmarkStabilizer
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(runs["smooth"]).to_pylist()
+    default = np.array([r["landmarks"] for r in table], np.float64).reshape(FRAMES, 478, 3)
+    raw_recs = raw_records(runs)
+    stabilizer = LandmarkStabilizer()
+    expected = np.stack([stabilizer(lm, r["timestamp"]) for lm, r in
+                         zip(landmarks_from_records(raw_recs), raw_recs)]).astype(np.float64)
+    # the raw landmarks were rounded to 1e-3 px in the file: the refiltered ones agree to a few 1e-3 px
+    assert np.abs(default - expected).max() < 0.02
+    assert np.abs(default - landmarks_from_records(raw_recs)).max() > 0.1  # and it does filter
+    alias = tmp_path / "alias.jsonl"
+    proc = run_cli("video", CLIP, "--out", alias, "--smooth", "--max-frames", 10, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    got = landmarks_from_records([json.loads(line) for line in alias.read_text().splitlines()])
+    np.testing.assert_allclose(got, default[:10], atol=1e-3 + 1e-9)
 
 
 def test_render_writes_every_frame_with_the_mesh(runs):
@@ -236,14 +256,13 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
     (an independent reader that applies the rotation) shows them, with the face found upright."""
     import cv2
 
-    from attnmesh.cli import _frames, _open_video
+    from attnmesh.video_reader import VideoReader
 
     upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]  # 512 tall, 384 wide
     path = tmp_path / "portrait.mp4"
     write_rotated_mp4(path, [np.ascontiguousarray(np.rot90(f, 1)) for f in upright], 90)
-    container, stream = _open_video(str(path))
-    with container:
-        ours = [image for _, _, image in _frames(container, stream, None)]
+    with VideoReader(path) as video:
+        ours = [image for _, _, image in video.frames()]
     cap = cv2.VideoCapture(str(path))
     theirs = []
     while True:

@@ -1,6 +1,6 @@
 """ONNX export, the ONNX Runtime backend, INT8, and the GPU path's crop (run on CPU tensors).
 
-Timing is never asserted here: speed lives in benchmarks/speed_table.py and benchmarks/tracking_fps.py.
+Timing is never asserted here: speed lives in benchmarks/speed_table.py and benchmarks/cpu_speed.py.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_ort_cascade_matches_torch(model_dir, photos_and_rois) -> None:
 
 
 def test_backend_factory() -> None:
-    assert resolve_backend("auto", "cpu") == "onnxruntime"
+    assert resolve_backend("auto", "cpu") == "openvino"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("torch") == "torch"
     with pytest.raises(ValueError):

@@ -41,7 +41,7 @@ def static_images() -> list[np.ndarray]:
     return [read_rgb(p) for p in photo_paths() + w300_paths(STATIC_IMAGES)]
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 @pytest.mark.parametrize("refine", [True, False], ids=["refine-478", "mesh-468"])
 def test_static_mode_matches_reference(static_images, refine: bool, backend: str) -> None:
     assert len(static_images) >= STATIC_IMAGES + 20

@@ -2,7 +2,8 @@
 
 * ``attnmesh demo [--out DIR]``: the shipped astronaut photo -> overlay PNG and landmarks in DIR.
 * ``attnmesh images PATH... --out FILE [--render DIR]``: landmarks and head pose of photos and folders.
-* ``attnmesh video IN --out FILE [--render OUT.mp4] [--smooth]``: the same per frame, in tracking mode.
+* ``attnmesh video IN --out FILE [--render OUT.mp4] [--no-smooth]``: the same per frame, in tracking mode,
+  stabilised (``--no-smooth``: raw).
 * ``attnmesh webcam [--camera 0]``: a live overlay window.
 
 ``--out`` takes .jsonl, .parquet, .npz or .csv (:mod:`attnmesh.outputs`, docs/outputs.md).
@@ -12,26 +13,31 @@ declares its arguments, ``run_<name>(args) -> int`` does the work and returns th
 (torch, the pipeline, tqdm) happen inside the ``run_`` functions, so ``attnmesh --help`` is instant.
 
 Errors: every failure is one line on stderr, ``attnmesh: error: ...``, and a non-zero exit code (2 for bad
-arguments, 1 otherwise, 130 when interrupted); never a traceback, unless ``--debug`` is given or the
-``ATTNMESH_DEBUG`` environment variable is set (to anything but ``0``), which re-raises for developers.
+arguments, 1 otherwise, 130 when interrupted with Ctrl-C, 143 when terminated with SIGTERM); never a
+traceback, unless ``--debug`` is given or the ``ATTNMESH_DEBUG`` environment variable is set (to anything but
+``0``), which re-raises for developers. An output that would overwrite an input is refused (exit code 2)
+before any work; outputs are written under temporary names and renamed when complete, and the temporary files
+are removed on an error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
-from .cli_args import CliError, _positive_int, _unit_float
+from .backends import BACKENDS
+from .cli_args import (PROG, CliError, InputFiles, _nonnegative_float, _positive_int, _unit_float, face_mesh,
+                       print_error, refuse_same_output, say)
 from .ray import add_engine_options, ray_engine
 from .train.commands import add_eval, add_train, run_eval, run_train
-
-PROG = "attnmesh"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print_error(message)
 
 
 def _debug_env() -> bool:
@@ -66,8 +72,8 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--min-detection-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face detector score threshold in [0, 1] (default: 0.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="inference backend (default: auto = ONNX Runtime on CPU when installed, else torch)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference backend (default: auto = OpenVINO on CPU, torch on other devices)")
     p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w", "transformer"),
                    default="attention",
                    help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, the Attention "
@@ -76,23 +82,15 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:
-    from .outputs import OutputError, open_writer
+    from .outputs import open_writer
 
-    try:
-        return open_writer(target, 468 if args.no_refine else 478)
-    except OutputError as e:
-        raise CliError(str(e)) from None
+    return open_writer(target, 468 if args.no_refine else 478)  # OutputError: one line, exit code 1
 
 
 def _commit(*writers: Any) -> None:
-    from .outputs import OutputError
-
-    try:
-        for w in writers:
-            if w is not None:
-                w.commit()
-    except OutputError as e:
-        raise CliError(str(e)) from None
+    for w in writers:
+        if w is not None:
+            w.commit()
 
 
 def _discard(*writers: Any) -> None:
@@ -102,10 +100,7 @@ def _discard(*writers: Any) -> None:
 
 
 def _say(message: str, bar: Any = None) -> None:
-    if bar is None or bar.disable:
-        print(message, file=sys.stderr, flush=True)
-    else:
-        bar.write(message, file=sys.stderr)
+    say(message, bar)
 
 
 def _faces_word(n: int) -> str:
@@ -129,8 +124,11 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                         "name (relative to the folder it was found in)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
     _add_model_options(p, max_faces=5)
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
-                   help="images per detector/mesh pass (default: 8)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per detector/mesh pass in each worker (default: 1, or 8 on the torch backend)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="images decoded and processed at once, each in its own thread with one CPU thread per "
+                        "network call (default: the CPUs this process may use; 1 on the torch backend)")
     add_engine_options(p)
     return p
 
@@ -141,19 +139,39 @@ def _extensions() -> str:
 
 class _Overlays:
     """Overlay PNGs for ``--render DIR``: ``DIR/<name relative to its folder argument>`` with the extension
-    replaced by ``.png`` (``name.ext.png``, then ``name-2.png``... when two inputs would share a name)."""
+    replaced by ``.png`` (``name.ext.png``, then ``name-2.png``... when two inputs would share a name).
 
-    def __init__(self, folder: str, roots: Sequence[str], pose_axes: bool) -> None:
+    The names of all overlays are planned before any work, and refused (exit code 2) when DIR is one of the
+    input folders or inside one (the next run would read the overlays as photos, and overwrite them) or when
+    an overlay would overwrite an input file. :meth:`create` then makes the folder."""
+
+    def __init__(self, folder: str, roots: Sequence[str], pose_axes: bool, paths: Sequence[Path],
+                 inputs: InputFiles) -> None:
         self.folder = Path(folder)
         self.roots = [Path(r) for r in roots if Path(r).is_dir()]
         self.pose_axes = pose_axes
         self.used: set[str] = set()
         if self.folder.exists() and not self.folder.is_dir():
             raise CliError(f"--render {folder}: exists and is not a folder")
+        real = os.path.realpath(folder)
+        for root in self.roots:
+            root_real = os.path.realpath(root)
+            if os.path.commonpath([real, root_real]) == root_real:
+                where = "is the input folder" if real == root_real else "is inside the input folder"
+                raise CliError(f"--render {folder}: {where} {root}; the overlays would be read as photos by the next "
+                               "run, and overwrite input photos; choose a folder outside it", 2)
+        self.targets = {path: self.name(path) for path in paths}
+        for path, target in self.targets.items():
+            hit = inputs.find(target)
+            if hit is not None:
+                raise CliError(f"--render {folder}: the overlay of {path} would overwrite the input {hit}; choose "
+                               "another folder", 2)
+
+    def create(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CliError(f"--render {folder}: cannot create the folder ({e.strerror or e})") from None
+            raise CliError(f"--render {self.folder}: cannot create the folder ({e.strerror or e})") from None
 
     def name(self, path: Path) -> Path:
         rel = Path(path.name)
@@ -176,25 +194,20 @@ class _Overlays:
     def write(self, path: Path, image: Any, faces: Sequence[Any]) -> Path:
         import cv2
 
-        from .outputs import OutputError, replace, temp_path
+        from .outputs import TempFile
         from .render import draw_face_mesh
 
-        target = self.name(path)
+        target = self.targets[path]
         target.parent.mkdir(parents=True, exist_ok=True)
         overlay = draw_face_mesh(image, faces, pose_axes=self.pose_axes)
         ok, data = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         if not ok:
             raise CliError(f"--render: cannot encode the overlay of {path}")
-        try:
-            tmp = temp_path(target, "--render")
+        with TempFile(target, "--render") as tmp:
             try:
-                Path(tmp).write_bytes(data.tobytes())
+                Path(tmp.path).write_bytes(data.tobytes())  # type: ignore[arg-type]
             except OSError as e:
-                os.unlink(tmp)
                 raise CliError(f"--render {target}: cannot write ({e.strerror or e})") from None
-            replace(tmp, target, "--render")
-        except OutputError as e:
-            raise CliError(str(e)) from None
         return target
 
 
@@ -235,48 +248,42 @@ def run_images(args: argparse.Namespace) -> int:
     on_ray = ray_engine(args, "images")
     if on_ray is not None:
         return on_ray(args)
-    from .io import ImageError, iter_image_paths, load_image
+    from .io import iter_image_paths
 
     paths = list(iter_image_paths(args.paths))
     if not paths:
         raise CliError("no image files found in " + ", ".join(args.paths)
                        + f" (looked for {_extensions()})")
+    inputs = InputFiles(paths)
+    inputs.refuse("--out", args.out)
+    overlays = _Overlays(args.render, args.paths, args.pose_axes, paths, inputs) if args.render else None
     out = _open_writer(args.out, args)  # before loading the models: a bad --out fails at once
     try:
-        overlays = _Overlays(args.render, args.paths, args.pose_axes) if args.render else None
+        if overlays is not None:
+            overlays.create()
         from tqdm import tqdm
 
-        fm = _face_mesh(args)
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
                    disable=len(paths) < 2 or not sys.stderr.isatty())
         n_faces = n_failed = 0
         with bar:
-            for start in range(0, len(paths), args.batch_size):
-                chunk = paths[start:start + args.batch_size]
-                loaded: list[tuple[Path, Any]] = []
-                for path in chunk:
-                    try:
-                        loaded.append((path, load_image(path)))
-                    except ImageError as e:
-                        loaded.append((path, e))
-                for path, record, im, faces in image_records(fm, loaded, args):
-                    out.write(record)
-                    if "error" in record:
-                        n_failed += 1
-                        _say(f"{PROG}: error: {path}: {record['error']}", bar)
-                        continue
-                    if overlays is not None:
-                        overlays.write(path, im, faces)
-                    n_faces += len(faces)
-                bar.update(len(chunk))
+            for path, record, im, faces in _image_results(paths, args):
+                out.write(record)
+                if "error" in record:
+                    n_failed += 1
+                    _say(f"{PROG}: error: {path}: {record['error']}", bar)
+                elif overlays is not None:
+                    overlays.write(path, im, faces)
+                n_faces += len(faces or ())
+                bar.update(1)
         _commit(out)
     except BaseException:
         _discard(out)
         raise
     where = "stdout" if args.out == "-" else args.out
     rendered = f" (overlays in {args.render})" if args.render else ""
-    print(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
-          f"{n_failed} failed -> {where}{rendered}", file=sys.stderr, flush=True)
+    say(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
+        f"{n_failed} failed -> {where}{rendered}")
     return 1 if n_failed else 0
 
 
@@ -298,13 +305,14 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("--render", metavar="OUT.mp4",
                    help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes in --render")
-    p.add_argument("--smooth", action="store_true",
-                   help="smooth the landmarks over time with a one-euro filter per tracked face (MediaPipe's "
-                        "FaceLandmarker settings: less jitter, under a frame of lag); outputs, pose and "
-                        "overlay use the smoothed landmarks")
-    p.add_argument("--smooth-beta", type=float, default=None, metavar="B",
-                   help="one-euro beta for --smooth (default: 80, MediaPipe's); lower smooths more and lags "
-                        "more: 20 takes out about twice as much jitter for about one frame of lag")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="raw per-frame landmarks, as MediaPipe's FaceMesh (default: each tracked face is "
+                        "stabilised, head pose and expression filtered apart: about half MediaPipe's jitter, "
+                        "under a frame of lag; outputs, pose and overlay use the stabilised landmarks)")
+    p.add_argument("--smooth", action="store_true", help="accepted for compatibility: smoothing is the default")
+    p.add_argument("--smooth-beta", type=_nonnegative_float, default=None, metavar="B",
+                   help="smooth with MediaPipe's one-euro filter instead, with this beta (MediaPipe's: 80); "
+                        "lower smooths more and lags more")
     _add_model_options(p, max_faces=1)
     p.add_argument("--min-tracking-confidence", type=_unit_float, default=0.5, metavar="X",
                    help="face presence below which a tracked face is dropped (default: 0.5)")
@@ -314,45 +322,6 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     return p
 
 
-_IMAGE_DEMUXERS = ("image2", "image2pipe")
-
-
-def _open_video(path: str) -> tuple[Any, Any]:
-    """(container, video stream) opened with PyAV; CliError with one line for anything unreadable."""
-    import stat
-
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file or directory") from None
-    except OSError as e:
-        raise CliError(f"{path}: cannot access the file ({e.strerror or e})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise CliError(f"{path}: is a directory, not a video file")
-    if st.st_size == 0:
-        raise CliError(f"{path}: empty file (0 bytes), not a video")
-    try:
-        import av
-    except ImportError:
-        raise CliError("reading video needs PyAV: pip install av") from None
-    try:
-        container = av.open(str(p), mode="r")
-    except Exception as e:  # av.error.InvalidDataError, PermissionError...
-        detail = getattr(e, "strerror", None) or str(e)
-        raise CliError(f"{path}: not a video, or a video that cannot be read ({detail})") from None
-    fmt = container.format.name
-    if fmt in _IMAGE_DEMUXERS or fmt.endswith("_pipe"):
-        container.close()
-        raise CliError(f"{path}: an image, not a video (use 'attnmesh images' for photos)")
-    if not container.streams.video:
-        container.close()
-        raise CliError(f"{path}: no video stream in this file ({fmt}): an empty video, or audio only")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    return container, stream
-
-
 class _VideoRender:
     """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
     name and renamed by :meth:`commit`."""
@@ -360,13 +329,10 @@ class _VideoRender:
     def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
         import av
 
-        from .outputs import OutputError, temp_path
+        from .outputs import temp_path
 
         self.target, self.pose_axes = target, pose_axes
-        try:
-            self.tmp: str | None = temp_path(target, "--render")
-        except OutputError as e:
-            raise CliError(str(e)) from None
+        self.tmp: str | None = temp_path(target, "--render")
         self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
         self.container = av.open(self.tmp, mode="w")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -395,7 +361,7 @@ class _VideoRender:
             self.container.mux(packet)
 
     def commit(self) -> None:
-        from .outputs import OutputError, replace
+        from .outputs import replace
 
         try:
             for packet in self.stream.encode(None):
@@ -404,10 +370,7 @@ class _VideoRender:
         except Exception as e:  # noqa: BLE001
             self.discard()
             raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
-        try:
-            replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
-        except OutputError as e:
-            raise CliError(str(e)) from None
+        replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
         self.tmp = None
 
     def discard(self) -> None:
@@ -423,43 +386,9 @@ class _VideoRender:
         self.tmp = None
 
 
-def _frames(container: Any, stream: Any, max_frames: int | None) -> Any:
-    """(index, timestamp seconds, RGB uint8 array) of the decoded frames; a decoding error mid-way raises
-    :class:`_DecodeError` with the number of frames decoded before it."""
-    from fractions import Fraction
-
-    rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-    index = 0
-    decoder = container.decode(stream)
-    while max_frames is None or index < max_frames:
-        try:
-            frame = next(decoder)
-        except StopIteration:
-            return
-        except Exception as e:  # noqa: BLE001 - av.error.*: corrupt or truncated data
-            raise _DecodeError(index, getattr(e, "strerror", None) or str(e)) from None
-        t = frame.time
-        yield index, float(t) if t is not None else float(index / rate), _upright(frame)
-        index += 1
-
-
-def _upright(frame: Any) -> Any:
-    """RGB uint8 (H, W, 3) pixels of a decoded PyAV frame as players show them: turned by the stream's display
-    matrix (phone videos store landscape pixels with a 90/180/270 degree rotation), as OpenCV and ffmpeg do."""
-    import numpy as np
-
-    image = frame.to_ndarray(format="rgb24")
-    turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
-
-
-class _DecodeError(Exception):
-    def __init__(self, frames: int, problem: str) -> None:
-        super().__init__(problem)
-        self.frames, self.problem = frames, problem
-
-
 def run_video(args: argparse.Namespace) -> int:
+    from .video_reader import VideoReader
+
     on_ray = ray_engine(args, "video")
     if on_ray is not None:
         return on_ray(args)
@@ -472,11 +401,11 @@ def run_video(args: argparse.Namespace) -> int:
         if suffix not in VIDEO_RENDER_EXTENSIONS:
             raise CliError(f"--render {args.render}: give a video file name ending in "
                            + ", ".join(VIDEO_RENDER_EXTENSIONS))
-        if args.out != "-" and os.path.abspath(args.render) == os.path.abspath(args.out):
-            raise CliError("--render and --out name the same file")
-    if args.out != "-" and os.path.abspath(args.out) == os.path.abspath(args.input):
-        raise CliError("--out names the input video; give another file name")
-    container, stream = _open_video(args.input)
+    refuse_same_output(("--out", args.out), ("--render", args.render))
+    inputs = InputFiles([args.input])
+    inputs.refuse("--out", args.out)
+    inputs.refuse("--render", args.render)
+    video = VideoReader(args.input)
     out = render = None
     try:
         out = _open_writer(args.out, args)
@@ -484,71 +413,61 @@ def run_video(args: argparse.Namespace) -> int:
 
         from .outputs import face_record, frame_record
         from .pipeline.smoothing import MultiFaceSmoother
+        from .pipeline.stabilizer import MultiFaceStabilizer
 
+        if args.smooth_beta is not None and (args.smooth_beta < 0 or args.no_smooth):
+            raise CliError("--smooth-beta must be >= 0" if args.smooth_beta < 0 else
+                           "--smooth-beta and --no-smooth contradict each other")
         fm = _face_mesh(args, static=False)
-        if args.smooth_beta is not None and args.smooth_beta < 0:
-            raise CliError("--smooth-beta must be >= 0")
-        smoother = None
-        if args.smooth or args.smooth_beta is not None:
-            smoother = MultiFaceSmoother() if args.smooth_beta is None else MultiFaceSmoother(beta=args.smooth_beta)
-        total = stream.frames or None
+        smoother: Any = None if args.no_smooth else MultiFaceStabilizer()
+        if args.smooth_beta is not None:
+            smoother = MultiFaceSmoother(beta=args.smooth_beta)
+        total = video.declared_frames or None
         if total and args.max_frames:
             total = min(total, args.max_frames)
         bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
         n_frames = n_faces = n_with_face = 0
         last_time = 0.0
-        problem = None
         with bar:
-            try:
-                for index, timestamp, image in _frames(container, stream, args.max_frames):
-                    height, width = image.shape[:2]
-                    if render is None and args.render is not None:
-                        rate = stream.average_rate or stream.guessed_rate or 30
-                        render = _VideoRender(args.render, width, height, rate, args.pose_axes)
-                    faces = fm.process(image)
-                    smoothed: list[Any] = [None] * len(faces)
-                    if smoother is not None:
-                        keys = [f.track_id if getattr(f, "track_id", None) is not None else i
-                                for i, f in enumerate(faces)]
-                        result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
-                        smoothed = [result[k] for k in keys]
-                    records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
-                    out.write(frame_record(args.input, index, timestamp, width, height, records))
-                    if render is not None:
-                        import dataclasses
+            for index, timestamp, image in video.frames(args.max_frames):
+                height, width = image.shape[:2]
+                if render is None and args.render is not None:
+                    render = _VideoRender(args.render, width, height, video.rate, args.pose_axes)
+                faces = fm.process(image)
+                smoothed: list[Any] = [None] * len(faces)
+                if smoother is not None:
+                    keys = [f.track_id if getattr(f, "track_id", None) is not None else i
+                            for i, f in enumerate(faces)]
+                    result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
+                    smoothed = [result[k] for k in keys]
+                records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
+                out.write(frame_record(args.input, index, timestamp, width, height, records))
+                if render is not None:
+                    import dataclasses
 
-                        shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
-                                 for f, lm in zip(faces, smoothed)]
-                        render.write(image, shown)
-                    n_frames += 1
-                    n_faces += len(faces)
-                    n_with_face += bool(faces)
-                    last_time = timestamp
-                    bar.update(1)
-            except _DecodeError as e:
-                problem = e
-        if n_frames == 0:
-            detail = f" (decoding failed: {problem.problem})" if problem is not None else ""
-            raise CliError(f"{args.input}: no video frames could be read (empty video){detail}")
-        declared = stream.frames or 0
-        if problem is None and n_frames < declared - 2 and (args.max_frames is None or n_frames < args.max_frames):
-            problem = _DecodeError(n_frames, f"the file is truncated: only {n_frames} of the {declared} frames "
-                                             "its header lists could be decoded")
+                    shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
+                             for f, lm in zip(faces, smoothed)]
+                    render.write(image, shown)
+                n_frames += 1
+                n_faces += len(faces)
+                n_with_face += bool(faces)
+                last_time = timestamp
+                bar.update(1)
+        problem = video.finish()
         _commit(out, render)
     except BaseException:
         _discard(out, render)
         raise
     finally:
-        container.close()
+        video.close()
     where = "stdout" if args.out == "-" else args.out
     rendered = f" and {args.render}" if args.render else ""
-    print(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
-          f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
-          f"{where}{rendered}", file=sys.stderr, flush=True)
+    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
+        f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
+        f"{where}{rendered}")
     if problem is not None:
-        _error(f"{args.input}: damaged video, decoding stopped after frame {problem.frames - 1} "
-               f"({problem.problem}); the output holds frames 0 to {problem.frames - 1}")
+        _error(problem)
         return 1
     return 0
 
@@ -562,7 +481,8 @@ def add_webcam(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Show the camera's picture with the face meshes drawn, in a window (OpenCV highgui). "
                     "Keys: q or Esc quits, m toggles mirroring, a toggles the head-pose axes.")
     p.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default: 0)")
-    p.add_argument("--no-smooth", action="store_true", help="show the raw landmarks (default: smoothed)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="show the raw landmarks (default: stabilised, head pose and expression filtered apart)")
     p.add_argument("--no-mirror", action="store_true", help="show the picture as the camera sees it "
                                                               "(default: mirrored, like a mirror)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes")
@@ -598,7 +518,7 @@ def run_webcam(args: argparse.Namespace) -> int:
                        "another program; try --camera 1)")
     import time
 
-    from .pipeline.smoothing import MultiFaceSmoother
+    from .pipeline.stabilizer import MultiFaceStabilizer
     from .render import draw_face_mesh
 
     window = f"{PROG} webcam (q to quit)"
@@ -608,7 +528,7 @@ def run_webcam(args: argparse.Namespace) -> int:
             cv2.namedWindow(window, cv2.WINDOW_NORMAL)
         except cv2.error as e:
             raise CliError(f"webcam: cannot open a window ({' '.join(str(e).split())[:200]})") from None
-        smoother = None if args.no_smooth else MultiFaceSmoother()
+        smoother = None if args.no_smooth else MultiFaceStabilizer()
         mirror, axes = not args.no_mirror, args.pose_axes
         start, shown, fps, last = time.perf_counter(), 0, 0.0, None
         while True:
@@ -694,20 +614,58 @@ def run_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _face_mesh(args: argparse.Namespace, static: bool = True) -> Any:
-    import attnmesh
+def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int | None = None) -> Any:
+    return face_mesh(args, static_image_mode=static, max_num_faces=args.max_faces,
+                     refine_landmarks=not args.no_refine, min_detection_confidence=args.min_detection_confidence,
+                     min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
+                     backend=getattr(args, "backend", "auto"), model=getattr(args, "model", "attention"),
+                     num_threads=num_threads)
 
-    try:
-        return attnmesh.FaceMesh(static_image_mode=static, max_num_faces=args.max_faces,
-                                 refine_landmarks=not args.no_refine,
-                                 min_detection_confidence=args.min_detection_confidence,
-                                 min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
-                                 device=args.device, backend=getattr(args, "backend", "auto"),
-                                 model=getattr(args, "model", "attention"))
-    except (RuntimeError, ValueError, AssertionError, ImportError) as e:
-        if args.debug:
-            raise
-        raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None
+
+def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, dict, Any, Any]]:
+    """:func:`image_records` of every path, in order: ``(path, record, image, faces)``.
+
+    ``args.workers`` threads (default: the CPUs this process may use; 1 on the torch backend) each own a
+    :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time
+    (default: 1, or 8 on the torch backend, whose per-call overhead is large): decoding and both networks
+    release the GIL, so the cores stay busy. Each image's faces are what a lone ``FaceMesh`` gives it: no
+    result depends on the number of workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .backends import default_threads, device_type
+    from .io import ImageError, load_image
+
+    on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
+    workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())
+    threads = None if on_torch else max(1, default_threads() // workers)
+    free = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
+
+    def work(chunk: Sequence[Path]) -> list[tuple[Path, dict, Any, Any]]:
+        loaded: list[tuple[Path, Any]] = []
+        for path in chunk:
+            try:
+                loaded.append((path, load_image(path)))
+            except ImageError as e:
+                loaded.append((path, e))
+        fm = free.pop() if free else _face_mesh(args, num_threads=threads)
+        try:
+            return image_records(fm, loaded, args)
+        finally:
+            free.append(fm)
+
+    batch = args.batch_size or (8 if on_torch else 1)
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    if workers == 1:
+        for chunk in chunks:
+            yield from work(chunk)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="attnmesh-images") as pool:
+        pending = [pool.submit(work, c) for c in chunks[:2 * workers]]  # a bounded window keeps memory flat
+        for k in range(len(chunks)):
+            done = pending.pop(0)
+            if k + 2 * workers < len(chunks):
+                pending.append(pool.submit(work, chunks[k + 2 * workers]))
+            yield from done.result()
 
 
 def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
@@ -730,6 +688,31 @@ def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
 
 
 # -- main ---------------------------------------------------------------------------------------------------
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same clean-up runs
+    (temporary files removed, previous outputs kept)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean-up short
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Any:
+    """While a command runs, SIGTERM raises :class:`_Terminated` (the default would kill the process on the
+    spot and leave its temporary files behind)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 #: subcommand name -> (add_parser, run).
 
@@ -759,10 +742,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_library_notes() -> None:
+    """The library's INFO notes (e.g. a model graph being built on first use) as ``attnmesh: ...`` lines on
+    stderr, once per process."""
+    import logging
+
+    logger = logging.getLogger("attnmesh")
+    if not any(getattr(h, "attnmesh_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler.attnmesh_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_env() or "--debug" in argv
+    _show_library_notes()
     try:
         parser = build_parser()
         try:
@@ -772,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.debug = debug or getattr(args, "debug", False)
         if getattr(args, "run", None) is None:
             raise CliError(f"no command given; choose one of: {', '.join(COMMANDS)} (see '{PROG} --help')", 2)
-        return int(args.run(args))
+        with _sigterm_raises():
+            return int(args.run(args))
     except CliError as e:
         if debug:
             raise
@@ -783,6 +782,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error("interrupted")
         return 130
+    except _Terminated:
+        if debug:
+            raise
+        _error("terminated (SIGTERM)")
+        return 143
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `head`): nothing more to say
         try:

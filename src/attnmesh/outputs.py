@@ -7,6 +7,9 @@ Every writer takes the same *records*, one per image (``attnmesh images``) or pe
 * video frame: ``{"path", "frame", "timestamp", "width", "height", "faces": [face, ...]}``
 * failure: ``{"path", "error"}`` (an image that could not be read or processed)
 
+and ``"path_bytes"`` after ``"path"`` when the file name is not valid UTF-8 (:func:`path_fields`: ``path`` is
+then readable text with ``\\xNN`` for the undecodable bytes, ``path_bytes`` the exact name in hex),
+
 and a face (:func:`face_record`) is ``{"score", "detection_score", "box", "roi", "landmarks", "pose"}``, plus
 ``"track_id"`` in video. Floats are rounded once, here (landmarks, box, roi, translation and angles to 3
 decimals, the pose transform to 6), so every format holds the same numbers.
@@ -22,7 +25,8 @@ decimals, the pose transform to 6), so every format holds the same numbers.
 
 All of them are documented in ``docs/outputs.md``. Each writer writes to a temporary file in the target's
 folder and renames it over the target in :meth:`Writer.commit`, so an interrupted run never leaves a file that
-looks complete; :meth:`Writer.discard` removes the temporary file.
+looks complete; :meth:`Writer.discard` removes the temporary file. :class:`TempFile` does the same for the
+other files the commands write (overlays, videos, reports).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from .cli_args import CliError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
 SCHEMA_VERSION = "attnmesh.faces/1"
@@ -93,18 +99,42 @@ def face_record(face: Any, image_size: tuple[int, int], landmarks: np.ndarray | 
     return record
 
 
-def image_record(path: str | os.PathLike, width: int, height: int, faces: list[dict]) -> dict[str, Any]:
-    return {"path": str(path), "width": int(width), "height": int(height), "faces": faces}
+def path_fields(path: str | bytes | os.PathLike) -> dict[str, str]:
+    """How a file name is stored in every output: ``{"path": name}``, and for a name that is not valid UTF-8
+    (possible on Linux, where a name is any bytes) ``{"path": text, "path_bytes": hex}``: ``text`` is the name
+    decoded as UTF-8 with each undecodable byte written ``\\xNN`` (readable, valid Unicode, but not a unique
+    key: a name could really contain those four characters), and ``path_bytes`` the name's exact bytes as
+    lower-case hex, from which ``os.fsdecode(bytes.fromhex(path_bytes))`` opens the file again."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        raw = name
+    else:
+        try:
+            name.encode("utf-8")
+            return {"path": name}
+        except UnicodeEncodeError:  # lone surrogates: undecodable bytes (os.fsdecode's surrogateescape)
+            try:
+                raw = os.fsencode(name)
+            except UnicodeEncodeError:  # a surrogate that no file name decodes to (only from API callers)
+                raw = name.encode("utf-8", "surrogatepass")
+    try:
+        return {"path": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"path": raw.decode("utf-8", "backslashreplace"), "path_bytes": raw.hex()}
 
 
-def frame_record(path: str | os.PathLike, frame: int, timestamp: float, width: int, height: int,
+def image_record(path: str | bytes | os.PathLike, width: int, height: int, faces: list[dict]) -> dict[str, Any]:
+    return {**path_fields(path), "width": int(width), "height": int(height), "faces": faces}
+
+
+def frame_record(path: str | bytes | os.PathLike, frame: int, timestamp: float, width: int, height: int,
                  faces: list[dict]) -> dict[str, Any]:
-    return {"path": str(path), "frame": int(frame), "timestamp": round(float(timestamp), 6), "width": int(width),
+    return {**path_fields(path), "frame": int(frame), "timestamp": round(float(timestamp), 6), "width": int(width),
             "height": int(height), "faces": faces}
 
 
-def error_record(path: str | os.PathLike, problem: str) -> dict[str, Any]:
-    return {"path": str(path), "error": " ".join(str(problem).split())}
+def error_record(path: str | bytes | os.PathLike, problem: str) -> dict[str, Any]:
+    return {**path_fields(path), "error": " ".join(str(problem).split())}
 
 
 # -- schemas ------------------------------------------------------------------------------------------------
@@ -118,7 +148,8 @@ def jsonl_schema() -> dict[str, Any]:
 def parquet_schema(num_landmarks: int = 478) -> Any:
     """The ``pyarrow.Schema`` of a ``.parquet`` output with ``num_landmarks`` (478, or 468 with
     ``--no-refine``) landmarks per face. Every column but ``path`` is nullable: the face columns are null on
-    a row for an image (frame) without a face, everything but ``path`` and ``error`` on a failure row."""
+    a row for an image (frame) without a face, everything but ``path`` and ``error`` on a failure row;
+    ``path_bytes`` is null unless the file name is not valid UTF-8 (:func:`path_fields`)."""
     import pyarrow as pa
 
     f32, f64 = pa.float32(), pa.float64()
@@ -141,6 +172,7 @@ def parquet_schema(num_landmarks: int = 478) -> Any:
         pa.field("pose_translation", pa.list_(f64, 3)),
         pa.field("pose_transform", pa.list_(f64, 16)),
         pa.field("error", pa.string()),
+        pa.field("path_bytes", pa.binary()),
     ], metadata={"attnmesh.schema": SCHEMA_VERSION, "attnmesh.num_landmarks": str(num_landmarks)})
 
 
@@ -153,7 +185,7 @@ def csv_columns(num_landmarks: int = 478) -> list[str]:
                                "roi_rotation", "pose_pitch", "pose_yaw", "pose_roll", "pose_tx", "pose_ty",
                                "pose_tz"]
             + [f"pose_m{i}{j}" for i in range(4) for j in range(4)] + ["error"]
-            + [f"{c}{k}" for k in range(num_landmarks) for c in "xyz"])
+            + [f"{c}{k}" for k in range(num_landmarks) for c in "xyz"] + ["path_bytes"])
 
 
 def npz_layout(num_records: int, max_faces: int, num_landmarks: int = 478) -> dict[str, tuple[str, tuple]]:
@@ -163,7 +195,7 @@ def npz_layout(num_records: int, max_faces: int, num_landmarks: int = 478) -> di
     n, f, k = num_records, max_faces, num_landmarks
     return {
         "schema": ("U", ()),
-        "path": ("U", (n,)), "frame": ("i", (n,)), "timestamp": ("f", (n,)),
+        "path": ("U", (n,)), "path_bytes": ("U", (n,)), "frame": ("i", (n,)), "timestamp": ("f", (n,)),
         "width": ("i", (n,)), "height": ("i", (n,)), "num_faces": ("i", (n,)), "error": ("U", (n,)),
         "track_id": ("i", (n, f)), "score": ("f", (n, f)), "detection_score": ("f", (n, f)),
         "box": ("f", (n, f, 4)), "roi": ("f", (n, f, 4)), "landmarks": ("f", (n, f, k, 3)),
@@ -177,9 +209,12 @@ def npz_layout(num_records: int, max_faces: int, num_landmarks: int = 478) -> di
 
 def rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The flat rows of one record: one per face, one with null face fields when there is none, one with
-    ``error`` for a failure. Values are Python scalars, lists or None (the names of :func:`parquet_schema`)."""
+    ``error`` for a failure. Values are Python scalars, lists, bytes (``path_bytes``) or None (the names of
+    :func:`parquet_schema`)."""
+    raw = record.get("path_bytes")
     base = {"path": record["path"], "frame": record.get("frame"), "timestamp": record.get("timestamp"),
-            "width": record.get("width"), "height": record.get("height"), "error": record.get("error")}
+            "width": record.get("width"), "height": record.get("height"), "error": record.get("error"),
+            "path_bytes": None if raw is None else bytes.fromhex(raw)}
     faces = record.get("faces") or [None]
     for index, face in enumerate(faces):
         row = dict(base)
@@ -202,8 +237,8 @@ def rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
 # -- writers ------------------------------------------------------------------------------------------------
 
 
-class OutputError(Exception):
-    """A problem with the output file, as one line (the CLI reports it and exits with 1)."""
+class OutputError(CliError):
+    """A problem with an output file, as one line (the CLI reports it and exits with 1)."""
 
 
 def output_format(target: str) -> str:
@@ -218,15 +253,28 @@ def output_format(target: str) -> str:
     return FORMATS[suffix]
 
 
-def temp_path(target: str | os.PathLike, what: str = "--out") -> str:
-    """A new empty temporary file next to ``target`` (same folder, hidden name), after checking that the
-    target can be written there."""
+def check_target(target: str | os.PathLike, what: str = "--out") -> Path:
+    """``target`` as a Path after checking, without creating anything, that a file can be put there: it is
+    not a folder, and its folder exists (a file standing where a folder of the path should be is named)."""
     path = Path(target)
-    folder = path.parent
     if path.is_dir():
         raise OutputError(f"{what} {target}: is a directory; give a file name")
+    folder = path.parent
     if not folder.is_dir():
+        for above in (folder, *folder.parents):
+            if above.exists():
+                if not above.is_dir():
+                    raise OutputError(f"{what} {target}: '{above}' is a file, not a folder")
+                break
         raise OutputError(f"{what} {target}: the folder '{folder}' does not exist")
+    return path
+
+
+def temp_path(target: str | os.PathLike, what: str = "--out") -> str:
+    """A new empty temporary file next to ``target`` (same folder, hidden name ``.NAME.XXXX.part.EXT``), after
+    checking that the target can be written there (:func:`check_target`)."""
+    path = check_target(target, what)
+    folder = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=folder)
     except OSError as e:
@@ -254,6 +302,38 @@ def remove_quietly(path: str | None) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+class TempFile:
+    """A file written under a temporary name beside ``target`` (:func:`temp_path`) and renamed over it by
+    :meth:`commit`; :meth:`discard` removes it. As a context manager it commits when the block ends normally
+    and discards on any exception (KeyboardInterrupt and the CLI's termination signal included)::
+
+        with TempFile("report.json", "--out") as tmp:
+            Path(tmp.path).write_text(text)
+    """
+
+    def __init__(self, target: str | os.PathLike, what: str = "--out") -> None:
+        self.target, self.what = target, what
+        self.path: str | None = temp_path(target, what)
+
+    def commit(self) -> None:
+        if self.path is not None:
+            replace(self.path, self.target, self.what)
+            self.path = None
+
+    def discard(self) -> None:
+        remove_quietly(self.path)
+        self.path = None
+
+    def __enter__(self) -> TempFile:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 class Writer:
@@ -338,6 +418,7 @@ class CsvWriter(Writer):
             cells += row.get("pose_transform") or blank * 16
             cells.append(row.get("error") or "")
             cells += row.get("landmarks") or blank * (3 * self.num_landmarks)
+            cells.append("" if row["path_bytes"] is None else row["path_bytes"].hex())
             self.csv.writerow(cells)
 
     _close = JsonlWriter._close
@@ -404,10 +485,10 @@ class NpzWriter(Writer):
                 None if pose is None else (pose["pitch"], pose["yaw"], pose["roll"],
                                            np.asarray(pose["translation"]), np.asarray(pose["transform"])),
             ))
-        self.items.append({"path": record["path"], "frame": record.get("frame", -1),
-                           "timestamp": record.get("timestamp", np.nan), "width": record.get("width", -1),
-                           "height": record.get("height", -1), "error": record.get("error", ""),
-                           "faces": faces})
+        self.items.append({"path": record["path"], "path_bytes": record.get("path_bytes", ""),
+                           "frame": record.get("frame", -1), "timestamp": record.get("timestamp", np.nan),
+                           "width": record.get("width", -1), "height": record.get("height", -1),
+                           "error": record.get("error", ""), "faces": faces})
 
     def arrays(self) -> dict[str, np.ndarray]:
         n = len(self.items)
@@ -416,6 +497,7 @@ class NpzWriter(Writer):
         out: dict[str, np.ndarray] = {
             "schema": np.array(SCHEMA_VERSION),
             "path": np.array([it["path"] for it in self.items], dtype=str).reshape(n),
+            "path_bytes": np.array([it["path_bytes"] for it in self.items], dtype=str).reshape(n),
             "frame": np.array([it["frame"] for it in self.items], np.int64).reshape(n),
             "timestamp": np.array([it["timestamp"] for it in self.items], np.float64).reshape(n),
             "width": np.array([it["width"] for it in self.items], np.int32).reshape(n),

@@ -86,6 +86,19 @@ def is_uri(path: str) -> bool:
 # -- the map_batches callable -------------------------------------------------------------------------------
 
 
+def _assigned_cpus() -> int | None:
+    """Whole CPUs Ray assigned to the calling worker, or None outside Ray (then the backend's default)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - not in a Ray worker
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
 class FaceMeshPredictor:
     """Face landmarks for :meth:`ray.data.Dataset.map_batches` (or any table of image paths or bytes).
 
@@ -119,8 +132,8 @@ class FaceMeshPredictor:
         self.args = argparse.Namespace(max_faces=max_faces, no_refine=not refine_landmarks,
                                        min_detection_confidence=min_detection_confidence, device=device,
                                        backend=backend, model=model, batch_size=batch_size, debug=False)
-        try:
-            self.face_mesh = cli._face_mesh(self.args)
+        try:  # CPU threads per network call: the CPUs Ray gave this actor, if any
+            self.face_mesh = cli._face_mesh(self.args, num_threads=_assigned_cpus())
         except CliError as e:
             raise RuntimeError(str(e)) from None
         self.root = None if root is None else os.fspath(root)

@@ -29,5 +29,12 @@ LEFT_IRIS_Z_AVERAGE: tuple[int, ...] = tuple(_DATA["left_iris_z_average"])
 CROP_ROTATION_PAIRS: dict[str, tuple[int, int]] = {k: (v[0], v[1]) for k, v in _DATA["crop_rotation_pairs"].items()}
 
 # Outer eye corners: the inter-ocular distance used for error normalisation, and the tracking rotation.
+# Lip contour loops (derived from the lips' connection edges by attnmesh.apps.blendshapes.contour_loops, which
+# the tests check), from the subject's right mouth corner to the left one.
+LIPS_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LIPS_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+LIPS_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LIPS_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+
 RIGHT_EYE_OUTER_CORNER = 33
 LEFT_EYE_OUTER_CORNER = 263

@@ -38,7 +38,8 @@ import math
 
 import numpy as np
 
-from ..topology import LEFT_EYE, LIPS, NUM_MESH_LANDMARKS, RIGHT_EYE
+from ..topology import (LEFT_EYE, LIPS, LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER,
+                        NUM_MESH_LANDMARKS, RIGHT_EYE)
 from .laplacian import LaplacianEditor, canonical_editing_mesh
 
 MOUTH_NAMES = ("jawOpen", "smileRight", "smileLeft", "pucker", "funnel", "stretchRight", "stretchLeft", "press",
@@ -62,12 +63,8 @@ LEFT_IRIS_SLOTS = np.arange(473, 478)
 # Iris ring order (measured on real faces): centre, then +x (subject's left), +y (up), -x, -y.
 _RING_DIRECTIONS = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], np.float64)
 
-# Fixed index loops, as derived from the lips/eyes connection edges by :func:`contour_loops` (kept here so
-# the derivation is checked by the tests): from the subject's right corner to the left corner.
-LIPS_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
-LIPS_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
-LIPS_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
-LIPS_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+# Fixed index loops, as derived from the lips/eyes connection edges by :func:`contour_loops` (the lips' in
+# attnmesh.topology; the tests check the derivation): from the subject's right corner to the left corner.
 # Eye contours from the outer to the inner corner.
 RIGHT_EYE_UPPER = (33, 246, 161, 160, 159, 158, 157, 173, 133)
 RIGHT_EYE_LOWER = (33, 7, 163, 144, 145, 153, 154, 155, 133)

@@ -5,30 +5,33 @@ in its ``COMMANDS`` table)::
     "puppet": (add_puppet, run_puppet),
 
 ``attnmesh makeup IN --lipstick COLOR [--opacity 0.6] [--gloss 0] --out OUT``: an image (png/jpg/...) or a
-video (mp4/avi/mov/mkv/webm -> mp4) with lipstick on every face. Video uses tracking and one-euro landmark
-smoothing (``--no-smooth`` to turn it off).
+video (mp4/avi/mov/mkv/webm -> mp4) with lipstick on every face. Video uses tracking and landmark
+stabilisation (:mod:`attnmesh.pipeline.stabilizer`; ``--no-smooth`` to turn it off).
 
-``attnmesh puppet VIDEO --out coeffs.(jsonl|parquet) [--render avatar.mp4] [--method lsq|net]``: per-frame
-blendshape coefficients of the (first) face, with the head pose; ``--render`` writes the canonical face
+``attnmesh puppet VIDEO --out coeffs.(jsonl|parquet) [--render avatar.mp4] [--method lsq|net] [--no-smooth]``:
+per-frame blendshape coefficients of the (first) face (stabilised landmarks unless ``--no-smooth``), with the
+head pose; ``--render`` writes the canonical face
 deformed by the coefficients (and turned by the head pose) as a shaded, wireframe mesh. One JSON line per
 frame: ``{"frame", "timestamp", "face", "pitch", "yaw", "roll", "coefficients": {name: value}}`` (``face``
 false and the rest null where no face was found); Parquet: the same with one float32 column per coefficient.
 
-Outputs are written under a temporary name in the target's folder and renamed when complete; failures are
-one line ``attnmesh: error: ...`` (exit code 1; 2 for bad arguments).
+Videos are read with :class:`attnmesh.video_reader.VideoReader`, as ``attnmesh video`` reads them: the same
+one-line refusals of unusable files, and a damaged or truncated video is reported in the same words (the
+outputs then hold the frames that could be read, and the exit code is 1). An output that would overwrite the
+input is refused before any work. Outputs are written under a temporary name in the target's folder (created
+once the input is open) and renamed when complete; failures are one line ``attnmesh: error: ...`` (exit code
+1; 2 for bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cli_args import CliError, _unit_float
+from ..cli_args import PROG, CliError, InputFiles, _positive_int, _unit_float, face_mesh, print_error, say
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -50,83 +53,18 @@ def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentPar
 # -- output files ---------------------------------------------------------------------------------------------
 
 
-class _TempTarget:
-    """A temporary file beside ``target`` (same suffix, so OpenCV picks the right writer), renamed over the
-    target by :meth:`commit`, removed by :meth:`discard`."""
+def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output name with the wrong extension (exit code 2) or that cannot be written (exit code 1),
+    without creating anything yet."""
+    from ..outputs import check_target
 
-    def __init__(self, target: str, what: str, suffixes: tuple[str, ...]) -> None:
-        path = Path(target)
-        if path.suffix.lower() not in suffixes:
-            raise CliError(f"{what} {target}: the file name must end in one of {', '.join(suffixes)}", 2)
-        if path.is_dir():
-            raise CliError(f"{what} {target}: is a directory")
-        folder = path.parent
-        if not folder.is_dir():
-            raise CliError(f"{what} {target}: the folder '{folder}' does not exist")
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=folder)
-        except OSError as e:
-            raise CliError(f"{what} {target}: cannot write in '{folder}' ({e.strerror or e})") from None
-        os.close(fd)
-        self.target, self.what = target, what
-        self.done = False
-
-    def commit(self) -> None:
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.target)
-        except OSError as e:
-            self.discard()
-            raise CliError(f"{self.what} {self.target}: cannot write the output ({e.strerror or e})") from None
-        self.done = True
-
-    def discard(self) -> None:
-        if not self.done:
-            try:
-                os.remove(self.tmp)
-            except OSError:
-                pass
-            self.done = True
+    if Path(target).suffix.lower() not in suffixes:
+        raise CliError(f"{what} {target}: the file name must end in one of {', '.join(suffixes)}", 2)
+    check_target(target, what)
 
 
-def _face_mesh(args: argparse.Namespace, static: bool, max_faces: int) -> Any:
-    import attnmesh
-
-    try:
-        return attnmesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
-                                 device=args.device)
-    except (RuntimeError, ValueError, AssertionError) as e:
-        if getattr(args, "debug", False):
-            raise
-        raise CliError(f"cannot set up the face mesh on device '{args.device}': {e}") from None
-
-
-def _open_video(path: str) -> tuple[Any, float, int, int, int]:
-    import cv2
-
-    if not Path(path).is_file():
-        raise CliError(f"{path}: no such file")
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise CliError(f"{path}: cannot open the video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    if not fps > 0 or fps > 1000:
-        fps = 30.0
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    return cap, fps, n, w, h
-
-
-def _frames(cap: Any):
-    import cv2
-
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            return
-        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def _frames_word(n: int) -> str:
+    return f"{n} frame{'s' * (n != 1)}"
 
 
 def _bar(total: int, unit: str) -> Any:
@@ -136,7 +74,7 @@ def _bar(total: int, unit: str) -> Any:
                 disable=not sys.stderr.isatty())
 
 
-def _video_writer(path: str, fps: float, size: tuple[int, int]) -> Any:
+def _video_writer(path: str | None, fps: float, size: tuple[int, int]) -> Any:
     import cv2
 
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
@@ -166,8 +104,9 @@ def add_makeup(sub: argparse._SubParsersAction, common: argparse.ArgumentParser 
     p.add_argument("--out", "-o", required=True, metavar="OUT",
                    help="output image (same kinds as IN) or video (.mp4); written to a temporary name, "
                         "renamed when done")
-    p.add_argument("--max-faces", type=int, default=5, metavar="N", help="most faces (default: 5)")
-    p.add_argument("--no-smooth", action="store_true", help="video: no landmark smoothing")
+    p.add_argument("--max-faces", type=_positive_int, default=5, metavar="N", help="most faces (default: 5)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="video: raw landmarks (default: stabilised, head pose and expression filtered apart)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return p
 
@@ -182,41 +121,47 @@ def run_makeup(args: argparse.Namespace) -> int:
     import cv2
 
     from ..io import ImageError, load_image
+    from ..outputs import TempFile
     from .lipstick import apply_lipstick
 
-    out = _TempTarget(args.out, "--out", IMAGE_EXTENSIONS)
+    _check_target(args.out, "--out", IMAGE_EXTENSIONS)
+    InputFiles([args.input]).refuse("--out", args.out)
     try:
-        try:
-            image = load_image(args.input)
-        except ImageError as e:
-            raise CliError(f"{args.input}: {e.problem}") from None
-        with _face_mesh(args, True, args.max_faces) as fm:
-            faces = fm.process(image)
-        result = apply_lipstick(image, faces, args.lipstick, args.opacity, args.gloss)
-        if not cv2.imwrite(out.tmp, cv2.cvtColor(result, cv2.COLOR_RGB2BGR)):
+        image = load_image(args.input)
+    except ImageError as e:
+        raise CliError(f"{args.input}: {e.problem}") from None
+    with face_mesh(args, static_image_mode=True, max_num_faces=args.max_faces, refine_landmarks=True) as fm:
+        faces = fm.process(image)
+    result = apply_lipstick(image, faces, args.lipstick, args.opacity, args.gloss)
+    with TempFile(args.out, "--out") as out:
+        if not cv2.imwrite(out.path, cv2.cvtColor(result, cv2.COLOR_RGB2BGR)):
             raise CliError(f"--out {args.out}: cannot encode the image")
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
-    print(f"attnmesh: {len(faces)} face{'s' * (len(faces) != 1)} -> {args.out}", file=sys.stderr, flush=True)
+    say(f"{PROG}: {len(faces)} face{'s' * (len(faces) != 1)} -> {args.out}")
     return 0
 
 
 def _makeup_video(args: argparse.Namespace) -> int:
     import cv2
 
-    from ..pipeline.smoothing import MultiFaceSmoother
+    from ..outputs import TempFile
+    from ..pipeline.stabilizer import MultiFaceStabilizer
+    from ..video_reader import VideoReader
     from .lipstick import apply_lipstick
 
-    out = _TempTarget(args.out, "--out", (".mp4",))
-    cap, fps, n, w, h = _open_video(args.input)
+    _check_target(args.out, "--out", (".mp4",))
+    InputFiles([args.input]).refuse("--out", args.out)
+    video = VideoReader(args.input, image_hint="for lipstick on a photo, give it a photo extension such as .jpg")
+    out = writer = None
     frames = with_faces = 0
     try:
-        writer = _video_writer(out.tmp, fps, (w, h))
-        smoother = MultiFaceSmoother()
-        with _face_mesh(args, False, args.max_faces) as fm, _bar(n, "frame") as bar:
-            for i, frame in enumerate(_frames(cap)):
+        out = TempFile(args.out, "--out")  # only once the input is open
+        fps = float(video.rate)
+        smoother = MultiFaceStabilizer()
+        with face_mesh(args, static_image_mode=False, max_num_faces=args.max_faces, refine_landmarks=True) as fm, \
+                _bar(video.declared_frames, "frame") as bar:
+            for i, _, frame in video.frames():
+                if writer is None:
+                    writer = _video_writer(out.path, fps, (frame.shape[1], frame.shape[0]))
                 faces = fm.process(frame)
                 landmarks = [f.landmarks for f in faces]
                 if not args.no_smooth:
@@ -228,16 +173,22 @@ def _makeup_video(args: argparse.Namespace) -> int:
                 frames += 1
                 with_faces += bool(faces)
                 bar.update(1)
+        problem = video.finish()
         writer.release()
-        if frames == 0:
-            raise CliError(f"{args.input}: no frames could be read")
+        writer = None
         out.commit()
     except BaseException:
-        out.discard()
+        if writer is not None:
+            writer.release()
+        if out is not None:
+            out.discard()
         raise
     finally:
-        cap.release()
-    print(f"attnmesh: {frames} frames, {with_faces} with faces -> {args.out}", file=sys.stderr, flush=True)
+        video.close()
+    say(f"{PROG}: {_frames_word(frames)}, {with_faces} with faces -> {args.out}")
+    if problem is not None:
+        print_error(problem)
+        return 1
     return 0
 
 
@@ -256,39 +207,56 @@ def add_puppet(sub: argparse._SubParsersAction, common: argparse.ArgumentParser 
     p.add_argument("--method", choices=("lsq", "net"), default="lsq",
                    help="bounded least squares (default) or the distilled network")
     p.add_argument("--device", default="cpu", help="torch device for the face mesh (default: cpu)")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="raw landmarks (default: stabilised, head pose and expression filtered apart)")
     return p
 
 
 def run_puppet(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..cli_args import refuse_same_output
     from ..geometry.face_geometry import estimate_face_geometry
-    from ..pipeline.smoothing import LandmarkSmoother
+    from ..outputs import TempFile
+    from ..pipeline.stabilizer import LandmarkStabilizer
+    from ..video_reader import VideoReader
     from .blendshapes import BLENDSHAPE_NAMES, BlendshapeSolver, deform, estimate_neutral, metric_landmarks
 
-    out = _TempTarget(args.out, "--out", (".jsonl", ".parquet"))
-    render = _TempTarget(args.render, "--render", (".mp4",)) if args.render else None
-    cap, fps, n, w, h = _open_video(args.video)
+    _check_target(args.out, "--out", (".jsonl", ".parquet"))
+    if args.render:
+        _check_target(args.render, "--render", (".mp4",))
+    refuse_same_output(("--out", args.out), ("--render", args.render))
+    inputs = InputFiles([args.video])
+    inputs.refuse("--out", args.out)
+    inputs.refuse("--render", args.render)
+    video = VideoReader(args.video, image_hint="puppet needs a video of a face")
+    out = render = None
     try:
+        out = TempFile(args.out, "--out")  # only once the input is open
+        render = TempFile(args.render, "--render") if args.render else None
+        fps = float(video.rate)
         metrics: list[Any] = []
         poses: list[Any] = []
-        smoother = LandmarkSmoother()
-        with _face_mesh(args, False, 1) as fm, _bar(n, "frame") as bar:
-            for i, frame in enumerate(_frames(cap)):
+        smoother = None if args.no_smooth else LandmarkStabilizer()
+        with face_mesh(args, static_image_mode=False, max_num_faces=1, refine_landmarks=True) as fm, \
+                _bar(video.declared_frames, "frame") as bar:
+            for i, _, frame in video.frames():
+                size = (frame.shape[1], frame.shape[0])
                 faces = fm.process(frame)
-                lm = smoother(faces[0].landmarks if faces else None, i / fps)
+                lm = faces[0].landmarks if faces else None
+                if smoother is not None:
+                    lm = smoother(lm, i / fps)
                 m = pose = None
                 if lm is not None:
                     try:
-                        m = metric_landmarks(lm, (w, h))
-                        pose = estimate_face_geometry(lm, (w, h))
+                        m = metric_landmarks(lm, size)
+                        pose = estimate_face_geometry(lm, size)
                     except ValueError:
                         m = pose = None
                 metrics.append(m)
                 poses.append(pose)
                 bar.update(1)
-        if not metrics:
-            raise CliError(f"{args.video}: no frames could be read")
+        problem = video.finish()
         good = [m for m in metrics if m is not None]
         if not good:
             raise CliError(f"{args.video}: no face found in any frame")
@@ -312,7 +280,7 @@ def run_puppet(args: argparse.Namespace) -> int:
         if render is not None:
             from .render_avatar import render_mesh
 
-            writer = _video_writer(render.tmp, fps, (480, 480))
+            writer = _video_writer(render.path, fps, (480, 480))
             last = np.zeros(len(BLENDSHAPE_NAMES))
             for rec, pose in zip(records, poses):
                 if rec["coefficients"] is not None:
@@ -327,22 +295,28 @@ def run_puppet(args: argparse.Namespace) -> int:
         if render is not None:
             render.commit()
     except BaseException:
-        out.discard()
+        if out is not None:
+            out.discard()
         if render is not None:
             render.discard()
         raise
     finally:
-        cap.release()
-    print(f"attnmesh: {len(records)} frames, {len(good)} with a face -> {args.out}"
-          + (f", {args.render}" if args.render else ""), file=sys.stderr, flush=True)
+        video.close()
+    say(f"{PROG}: {_frames_word(len(records))}, {len(good)} with a face -> {args.out}"
+        + (f", {args.render}" if args.render else ""))
+    if problem is not None:
+        print_error(problem)
+        return 1
     return 0
 
 
-def _write_coefficients(out: _TempTarget, records: list[dict[str, Any]]) -> None:
+def _write_coefficients(out: Any, records: list[dict[str, Any]]) -> None:
+    """The records into ``out.path`` (an :class:`attnmesh.outputs.TempFile`), JSON lines or Parquet by the
+    target's extension."""
     from .blendshapes import BLENDSHAPE_NAMES
 
-    if out.target.lower().endswith(".jsonl"):
-        with open(out.tmp, "w", encoding="utf-8", newline="\n") as f:
+    if str(out.target).lower().endswith(".jsonl"):
+        with open(out.path, "w", encoding="utf-8", newline="\n") as f:
             for rec in records:
                 f.write(json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n")
         return
@@ -359,7 +333,7 @@ def _write_coefficients(out: _TempTarget, records: list[dict[str, Any]]) -> None
     for name in BLENDSHAPE_NAMES:
         cols[name] = pa.array([None if r["coefficients"] is None else r["coefficients"][name] for r in records],
                               pa.float32())
-    pq.write_table(pa.table(cols), out.tmp)
+    pq.write_table(pa.table(cols), out.path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .blendshapes import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
+from ..topology import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
 
 #: Outer and inner lip polygons (closed loops of mesh indices): right corner, along the upper lip to the
 #: left corner, back along the lower lip.

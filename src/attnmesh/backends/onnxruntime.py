@@ -1,9 +1,9 @@
 """ONNX Runtime backend: drop-in runners for ``FaceMesh``'s landmark model, the cascade and the detector.
 
-* :class:`OrtLandmarkModel`: the interface of :class:`attnmesh.pipeline.face_mesh.LandmarkModel`
+* :class:`OrtLandmarkModel`: a :class:`attnmesh.pipeline.face_mesh.LandmarkRunner`
   (``input_size``, ``num_landmarks``, ``crop``, ``run``, ``predict``); ``precision="int8"`` runs the
   statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
-* :class:`OrtFaceDetector`: the interface of :class:`attnmesh.pipeline.face_detector.FaceDetector`.
+* :class:`OrtFaceDetector`: a :class:`attnmesh.pipeline.face_detector.DetectorRunner`.
 * :class:`OrtCascadeLandmarkModel`: face_landmark + iris, as
   :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel`.
 
@@ -15,7 +15,6 @@ machine this was developed on has no GPU.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,16 +25,12 @@ from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
 from ..pipeline.cascade import CascadeLandmarkModel
-from ..pipeline.face_detector import FaceDetector
-from ..pipeline.face_mesh import LandmarkModel
+from ..pipeline.face_detector import DetectorRunner
+from ..pipeline.face_mesh import LandmarkRunner
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
+from . import default_threads, device_type, sigmoid
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
-
-
-def default_threads() -> int:
-    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else PyTorch's setting (so both backends match)."""
-    return int(os.environ.get("ATTNMESH_THREADS", 0)) or torch.get_num_threads()
 
 
 def session_options(threads: int | None = None, profile: str | None = None):
@@ -110,11 +105,7 @@ def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     return crops.astype(np.float32, copy=False)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
-
-
-class OrtLandmarkModel(LandmarkModel):
+class OrtLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` on ONNX Runtime. ``refine=True``: the Attention Mesh (478 points), ``False``:
     face_landmark (468). ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built
     with ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
@@ -139,20 +130,20 @@ class OrtLandmarkModel(LandmarkModel):
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
         points, logit = self.graph(_nchw01(crops))
-        return points, _sigmoid(logit)
+        return points, sigmoid(logit)
 
 
-class OrtFaceDetector(FaceDetector):
+class OrtFaceDetector(DetectorRunner):
     """``FaceDetector`` on ONNX Runtime (same letterbox crop, decoding, weighted NMS)."""
 
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None,
                  providers: str | None = None) -> None:
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
-        self.min_detection_confidence = min_detection_confidence
-        self.device = torch.device(device)
-        providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
+        from ..pipeline.options import check_device, check_unit
+
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        self.device = check_device(device)
+        providers = providers or ("cuda" if device_type(device) == "cuda" else "cpu")
         self.graph = OrtGraph("face_detection_short_range", model_dir, threads, providers)
 
     def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

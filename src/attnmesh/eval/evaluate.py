@@ -69,10 +69,11 @@ def landmark_runner(model: str, device: str = "cpu") -> Any:
 
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
              max_faces: int = 4, progress: bool = True,
-             batch_size: int = 32, chunk: int = 64) -> dict[str, Any]:
+             batch_size: int = 32, chunk: int = 64, runners: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``models`` (names or weight paths) on the images of ``records`` (see
     :mod:`attnmesh.train.datasets`); returns ``{"models": {name: summary}, "drift": {name: ...}, ...}``.
-    Records without 68-point annotations only contribute to the drift."""
+    Records without 68-point annotations only contribute to the drift. ``runners``: the models' runners
+    already made by :func:`landmark_runner` (made here otherwise)."""
     import torch
 
     from ..geometry.roi import box_iou
@@ -81,7 +82,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
     from ..train.datasets import read_rgb
 
     detector = FaceDetector(min_detection_confidence=0.5, device=device)
-    runners = {m: landmark_runner(m, device) for m in models}
+    runners = runners if runners is not None else {m: landmark_runner(m, device) for m in models}
     index_map = maps.mesh_to_68()
     labelled = [r for r in records if r.points68 is not None]
     pred68 = {m: np.full((len(labelled), 68, 2), np.nan) for m in models}

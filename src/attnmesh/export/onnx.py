@@ -68,11 +68,11 @@ class _DetectorGraph(nn.Module):
 
 
 class _AttentionMeshGraph(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, weights: str = "attention_mesh") -> None:
         super().__init__()
         from ..models.attention_mesh import AttentionMesh
 
-        self.net = load_model_weights(AttentionMesh(), "attention_mesh").eval()
+        self.net = load_model_weights(AttentionMesh(), weights).eval()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(image)
@@ -120,6 +120,12 @@ GRAPHS: dict[str, GraphSpec] = {
     "iris_landmark": GraphSpec(_IrisGraph, 64, ("eye", "iris"), "iris_landmark"),
 }
 INPUT_NAME = "image"
+
+
+def attention_mesh_graph(weights: str = "attention_mesh") -> nn.Module:
+    """The exported wrapper of an Attention Mesh with shipped weights ``weights`` (e.g. the fine-tuned
+    ``"attention_mesh_300w"``): image -> (landmarks, face_logit), eval mode."""
+    return _AttentionMeshGraph(weights).eval()
 
 
 def build_module(name: str) -> nn.Module:

@@ -27,9 +27,10 @@ from torch import nn
 
 from .. import topology
 from .blocks import BlazeBlock, ConvAct, blaze_stage
+from .sizes import MESH_INPUT_SIZE
 from .spatial import CROP_SIZE, FEATURE_STRIDE, region_to_input_space, region_transform, sample_region
 
-INPUT_SIZE = 192  # model input side, pixels
+INPUT_SIZE = MESH_INPUT_SIZE
 
 
 class MeshBackbone(nn.Module):

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from .blocks import BlazeBlock, ConvAct
+from .sizes import DETECTOR_INPUT_SIZE, DETECTOR_NUM_KEYPOINTS
 
-INPUT_SIZE = 128  # detector input side, pixels
-NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
+INPUT_SIZE = DETECTOR_INPUT_SIZE
+NUM_KEYPOINTS = DETECTOR_NUM_KEYPOINTS  # right eye, left eye, nose tip, mouth centre, right ear, left ear
 NUM_COORDS = 4 + 2 * NUM_KEYPOINTS
 SCORE_CLIP = 100.0  # logits are clipped to ±this before the sigmoid
 

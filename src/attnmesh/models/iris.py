@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Conv2dSame, ConvAct, make_act
+from .sizes import IRIS_INPUT_SIZE
 
-INPUT_SIZE = 64  # model input side, pixels
+INPUT_SIZE = IRIS_INPUT_SIZE
 NUM_EYE_POINTS = 71  # eye contours and brow, in the order of topology.RIGHT_EYE / LEFT_EYE
 NUM_IRIS_POINTS = 5  # iris centre, then 4 points on its contour
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..geometry.roi import crop_image, letterbox_roi
-from ..models.detector import NUM_KEYPOINTS, BlazeFace, decode_boxes, scores_from_logits
-from ..weights import load_model_weights
+from ..models.sizes import DETECTOR_INPUT_SIZE, DETECTOR_NUM_KEYPOINTS
 from .results import Detection
+
+if TYPE_CHECKING:
+    import torch
 
 NMS_IOU = 0.3  # a detection absorbs every remaining one that overlaps it by more than this (IoU)
 
@@ -31,7 +34,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = N
     Returns:
         ``(score, values)`` per output detection, best first: the best remaining detection's score, and the
         score-weighted mean of box corners and keypoints over all remaining detections (itself included)
-        whose IoU with it is above ``iou_threshold``.
+        whose IoU with it is above ``iou_threshold``. A cluster whose scores are all zero (possible with
+        ``min_detection_confidence=0``: far-off anchors score 0 in float32) gets the plain mean, the limit of
+        the weighted mean for equal weights, instead of 0/0.
     """
     remaining = np.argsort(-scores, kind="stable")
     out = []
@@ -41,6 +46,8 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = N
         absorbed[0] = True  # a detection always absorbs itself, even a zero-area one
         members = remaining[absorbed]
         w = scores[members].astype(np.float64)
+        if not w.sum() > 0:
+            w = np.ones_like(w)
         merged = (boxes[members].astype(np.float64) * w[:, None]).sum(0) / w.sum()
         out.append((float(scores[best]), merged.astype(np.float32)))
         remaining = remaining[~absorbed]
@@ -56,25 +63,20 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-class FaceDetector:
-    """Short-range face detector.
+class DetectorRunner:
+    """The detector pipeline around a network: letterbox crop, decoding, weighted NMS, letterbox removal.
+    A backend supplies :meth:`boxes_and_scores` (PyTorch: :class:`FaceDetector`; others in
+    :mod:`attnmesh.backends`). No PyTorch is needed here.
 
-    Args:
-        min_detection_confidence: score threshold in [0, 1] (MediaPipe's ``min_score_thresh``).
-        device: torch device for the network.
+    Arguments are checked here: TypeError / ValueError for a bad threshold, ValueError / RuntimeError for a
+    device that is not one or that this machine does not have (:mod:`attnmesh.pipeline.options`).
 
     :meth:`process` returns :class:`~attnmesh.pipeline.results.Detection` objects in image pixels, best
     first; keypoints are (right eye, left eye, nose tip, mouth centre, right ear, left ear), subject's sides.
     """
 
-    input_size = BlazeFace.input_size
-
-    def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
-        self.min_detection_confidence = min_detection_confidence
-        self.device = torch.device(device)
-        self.net = load_model_weights(BlazeFace(), "face_detection_short_range").eval().to(self.device)
+    input_size = DETECTOR_INPUT_SIZE
+    min_detection_confidence: float
 
     def process(self, image: np.ndarray) -> list[Detection]:
         """Faces in one RGB uint8 image (HxWx3), best first."""
@@ -96,14 +98,39 @@ class FaceDetector:
                             for score, v in weighted_nms(b[keep], s[keep])])
         return results
 
-    @torch.inference_mode()
     def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decoded anchors (N, 896, 16) (:func:`~attnmesh.models.detector.decode_boxes`, tensor-normalized) and
         scores (N, 896) for letterboxed uint8 NHWC inputs of side :attr:`input_size`."""
-        x = torch.from_numpy(tensors).to(self.device).permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
-        out = self.net(x)
-        boxes = decode_boxes(out.offsets.float(), self.net.anchors.float()).cpu().numpy()
-        return boxes, scores_from_logits(out.logits.float()).cpu().numpy()
+        raise NotImplementedError
+
+
+class FaceDetector(DetectorRunner):
+    """Short-range face detector on PyTorch.
+
+    Args:
+        min_detection_confidence: score threshold in [0, 1] (MediaPipe's ``min_score_thresh``).
+        device: torch device for the network.
+    """
+
+    def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
+        from ..models.detector import BlazeFace
+        from ..weights import load_model_weights
+        from .options import check_device, check_unit
+
+        self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        self.device = check_device(device)
+        self.net = load_model_weights(BlazeFace(), "face_detection_short_range").eval().to(self.device)
+
+    def boxes_and_scores(self, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from ..models.detector import decode_boxes, scores_from_logits
+
+        with torch.inference_mode():
+            x = torch.from_numpy(tensors).to(self.device).permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+            out = self.net(x)
+            boxes = decode_boxes(out.offsets.float(), self.net.anchors.float()).cpu().numpy()
+            return boxes, scores_from_logits(out.logits.float()).cpu().numpy()
 
 
 def _to_image(score: float, values: np.ndarray, side: float, width: int, height: int) -> Detection:
@@ -111,4 +138,4 @@ def _to_image(score: float, values: np.ndarray, side: float, width: int, height:
     pts = values.reshape(-1, 2).astype(np.float64)
     pts = (pts - 0.5) * side + np.array([width / 2, height / 2])
     box = np.concatenate([pts[0], pts[1]]).astype(np.float32)
-    return Detection(score=score, box=box, keypoints=pts[2:2 + NUM_KEYPOINTS].astype(np.float32))
+    return Detection(score=score, box=box, keypoints=pts[2:2 + DETECTOR_NUM_KEYPOINTS].astype(np.float32))

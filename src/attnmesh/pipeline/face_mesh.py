@@ -12,20 +12,20 @@ same scale as x (relative depth, smaller is closer), not normalized to [0, 1].
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..geometry.roi import Roi, crop_image, project_to_image
-from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
-from ..models.face_landmark import FaceLandmarkModel
+from ..models.sizes import MESH_INPUT_SIZE
 from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
-from ..weights import load_model_weights
-from .cascade import CascadeLandmarkModel
 from .results import Detection, Face
-from .tensors import crops_to_tensor
-from .tracking import associate, roi_from_detection, roi_from_landmarks
+from .tracking import RoiDeadZone, associate, roi_from_detection, roi_from_landmarks
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -40,27 +40,25 @@ def check_image(image: np.ndarray) -> np.ndarray:
 #: Shipped fine-tuned Attention Mesh weights selectable as ``FaceMesh(model=...)`` (docs/model_card_300w.md).
 FINE_TUNED_MODELS = ("attention_mesh_300w",)
 
+#: The values of ``FaceMesh(model=...)``.
+LANDMARK_MODELS = ("attention", "cascade", "transformer", *FINE_TUNED_MODELS)
 
-class LandmarkModel:
-    """A landmark network with its shipped weights, run on batches of ROI crops.
 
-    ``refine=True``: the Attention Mesh (478 points); ``refine=False``: MediaPipe's face_landmark model
-    (468 points), which is what ``mp.solutions.face_mesh`` runs with ``refine_landmarks=False``.
+class LandmarkRunner:
+    """A landmark network run on batches of ROI crops, whatever the backend: crops are cut here, the backend
+    supplies :meth:`run` (PyTorch: :class:`LandmarkModel`; others in :mod:`attnmesh.backends`). No PyTorch
+    is needed here.
+
+    Attributes:
+        input_size: the network's input side, pixels.
+        num_landmarks: landmarks per face (478 refined, or 468).
     """
 
-    input_size = INPUT_SIZE
-
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
-                 weights: str = "attention_mesh") -> None:
-        self.refine = refine
-        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
-        self.device = torch.device(device)
-        net = AttentionMesh() if refine else FaceLandmarkModel()
-        name = weights if refine else "face_landmark"
-        self.net = load_model_weights(net, name).eval().to(self.device)
+    input_size: int = MESH_INPUT_SIZE
+    num_landmarks: int = NUM_REFINED_LANDMARKS
 
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
-        """(N, 192, 192, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
+        """(N, S, S, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
         return self.crop_many([(image, roi) for roi in rois])
 
     def crop_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> np.ndarray:
@@ -70,15 +68,10 @@ class LandmarkModel:
             out[i] = crop_image(image, roi, self.input_size, border="replicate")
         return out
 
-    @torch.inference_mode()
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
-        (or a float NCHW tensor in [0, 1])."""
-        if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        out = self.net(crops_to_tensor(crops, self.device))
-        points = out.landmarks if self.refine else out.mesh
-        return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
+        crops."""
+        raise NotImplementedError
 
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
@@ -93,13 +86,51 @@ class LandmarkModel:
         return points, scores
 
 
+class LandmarkModel(LandmarkRunner):
+    """A landmark network with its shipped weights on PyTorch.
+
+    ``refine=True``: the Attention Mesh (478 points; ``weights`` may name a fine-tuned copy); ``refine=False``:
+    MediaPipe's face_landmark model (468 points), which is what ``mp.solutions.face_mesh`` runs with
+    ``refine_landmarks=False``.
+    """
+
+    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
+                 weights: str = "attention_mesh") -> None:
+        import torch
+
+        from ..models.attention_mesh import AttentionMesh
+        from ..models.face_landmark import FaceLandmarkModel
+        from ..weights import load_model_weights
+
+        self.refine = refine
+        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
+        self.device = torch.device(device)
+        net = AttentionMesh() if refine else FaceLandmarkModel()
+        name = weights if refine else "face_landmark"
+        self.net = load_model_weights(net, name).eval().to(self.device)
+
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
+        (or a float NCHW tensor in [0, 1])."""
+        import torch
+
+        from .tensors import crops_to_tensor
+
+        if len(crops) == 0:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        with torch.inference_mode():
+            out = self.net(crops_to_tensor(crops, self.device))
+            points = out.landmarks if self.refine else out.mesh
+            return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
+
+
 class FaceMesh:
     """Face landmarks for images and video, with the options of ``mp.solutions.face_mesh.FaceMesh``.
 
     Args:
         static_image_mode: detect on every image (True) or track from the previous frame's landmarks,
             running the detector only while fewer than ``max_num_faces`` faces are tracked (False).
-        max_num_faces: most faces returned per image.
+        max_num_faces: most faces returned per image (an int >= 1).
         refine_landmarks: 478 landmarks from the Attention Mesh (lips, eyes, irises refined) if True,
             468 from the base mesh model if False.
         min_detection_confidence: detector score threshold in [0, 1].
@@ -109,52 +140,90 @@ class FaceMesh:
         model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
             ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
             model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``), or
-            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch backend; see
-            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, torch
-            or ONNX Runtime; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
-        backend: ``"torch"`` (the PyTorch modules), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``; the
-            ONNX files are exported from the shipped weights on first use into a cache folder) or ``"auto"``
-            (ONNX Runtime on CPU when it is installed); see :mod:`attnmesh.backends`.
+            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch or OpenVINO; see
+            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, any
+            backend; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
+        backend: ``"openvino"`` (the default on CPU; graphs built from the shipped weights on first use into a
+            cache folder), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``), ``"torch"`` (the PyTorch
+            modules; any device) or ``"auto"`` (OpenVINO on CPU when installed, else ONNX Runtime, else
+            torch); see :mod:`attnmesh.backends`.
+        num_threads: CPU threads of each network call on the OpenVINO and ONNX Runtime backends (default:
+            ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
+            ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
+            keep several cores busy on a photo collection (``attnmesh images`` does this).
+        stabilize_roi: video mode only, not in MediaPipe: hold each tracked face's crop still while the ROI
+            from its landmarks moves less than the landmark noise (:class:`~attnmesh.pipeline.tracking.RoiDeadZone`),
+            which lowers the jitter of the raw landmarks. False (the default) crops exactly as MediaPipe does.
+        smoothing: video mode only: ``None`` (the default, raw landmarks as MediaPipe's FaceMesh), ``"stable"``
+            (pose and expression filtered apart, :class:`~attnmesh.pipeline.stabilizer.LandmarkStabilizer`) or
+            ``"one_euro"`` (MediaPipe's FaceLandmarker filter); each tracked face is smoothed apart and the
+            returned ``Face.landmarks`` are the smoothed ones (tracking still uses the raw landmarks). Pass the
+            frame's timestamp to :meth:`process`.
+
+    Every argument is checked here (:mod:`attnmesh.pipeline.options`): TypeError for a wrong type (e.g.
+    ``max_num_faces=2.5``), ValueError for a value out of range or an unknown name, RuntimeError for a device or
+    backend this machine does not have (``device="cuda"`` without CUDA, ``backend="onnxruntime"`` without ONNX
+    Runtime).
     """
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto") -> None:
-        if max_num_faces < 1:
-            raise ValueError("max_num_faces must be at least 1")
-        for name, v in (("min_detection_confidence", min_detection_confidence),
-                        ("min_tracking_confidence", min_tracking_confidence)):
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
+                 num_threads: int | None = None, stabilize_roi: bool = False,
+                 smoothing: str | None = None) -> None:
+        from .options import check_backend, check_count, check_device, check_flag, check_unit
+
+        static_image_mode = check_flag("static_image_mode", static_image_mode)
+        max_num_faces = check_count("max_num_faces", max_num_faces)
+        refine_landmarks = check_flag("refine_landmarks", refine_landmarks)
+        min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
+        min_tracking_confidence = check_unit("min_tracking_confidence", min_tracking_confidence)
+        if num_threads is not None:
+            num_threads = check_count("num_threads", num_threads)
+        if model not in LANDMARK_MODELS:
+            raise ValueError(f"model must be one of {', '.join(map(repr, LANDMARK_MODELS))}; got {model!r}")
+        check_device(device)
+        check_backend(backend)
         self.static_image_mode = static_image_mode
         self.max_num_faces = max_num_faces
         self.refine_landmarks = refine_landmarks
         self.min_tracking_confidence = min_tracking_confidence
-        from ..backends import make_cascade_model, make_face_detector, make_landmark_model
+        from ..backends import make_cascade_model, make_face_detector, make_landmark_model, resolve_backend
 
-        self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend)
-        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights (torch only)
+        options = {} if num_threads is None or resolve_backend(backend, device) == "torch" else \
+            {"threads": int(num_threads)}
+        self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend, **options)
+        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights
             if not refine_landmarks:
                 raise ValueError(f"model={model!r} is an Attention Mesh; it needs refine_landmarks=True")
-            if backend == "onnxruntime":
-                raise ValueError(f"model={model!r} runs on the torch backend only")
-            self.landmark_model = LandmarkModel(refine=True, device=device, weights=model)
+            self.landmark_model = make_landmark_model(refine=True, device=device, backend=backend, weights=model,
+                                                      **options)
         elif model == "attention":
-            self.landmark_model: LandmarkModel | CascadeLandmarkModel = make_landmark_model(
-                refine=refine_landmarks, device=device, backend=backend)
+            self.landmark_model: LandmarkRunner = make_landmark_model(
+                refine=refine_landmarks, device=device, backend=backend, **options)
         elif model == "cascade":
             if not refine_landmarks:
                 raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
-            self.landmark_model = make_cascade_model(device=device, backend=backend)
+            self.landmark_model = make_cascade_model(device=device, backend=backend, **options)
         elif model == "transformer":  # distilled face transformer (docs/model_card_face_transformer.md)
             if not refine_landmarks:
                 raise ValueError("model='transformer' gives 478 landmarks; it needs refine_landmarks=True")
             from ..transformer.runner import make_transformer_model
 
-            self.landmark_model = make_transformer_model(device=device, backend=backend)
-        else:
-            raise ValueError(f"model must be 'attention', 'cascade', 'transformer' or one of {FINE_TUNED_MODELS}, "
-                             f"got {model!r}")
+            self.landmark_model = make_transformer_model(device=device, backend=backend, **options)
+        else:  # pragma: no cover - LANDMARK_MODELS is checked above
+            raise AssertionError(model)
+        if stabilize_roi and static_image_mode:
+            raise ValueError("stabilize_roi needs video mode (static_image_mode=False)")
+        self._roi_dead_zone = RoiDeadZone() if stabilize_roi else None
+        if smoothing is not None and static_image_mode:
+            raise ValueError("smoothing needs video mode (static_image_mode=False)")
+        self._smoother = None
+        if smoothing is not None:
+            from .stabilizer import MultiFaceStabilizer  # SciPy: imported only when asked for
+
+            self._smoother = MultiFaceStabilizer(smoothing)
+        self._frames = 0
         self._tracked: list[tuple[Roi, int]] = []  # video mode: next frame's ROI and track id of each face
         self._next_track_id = 0
 
@@ -173,12 +242,16 @@ class FaceMesh:
         """Forget tracked faces (start of a new video); track ids start again at 0."""
         self._tracked = []
         self._next_track_id = 0
+        self._frames = 0
+        if self._smoother is not None:
+            self._smoother.reset()
 
     # -- processing ------------------------------------------------------------------------------------
 
-    def process(self, image: np.ndarray) -> list[Face]:
+    def process(self, image: np.ndarray, timestamp: float | None = None) -> list[Face]:
         """Faces in one RGB image (HxWx3 uint8; grayscale, RGBA and 16-bit are converted). In video mode,
-        call it on consecutive frames."""
+        call it on consecutive frames; ``timestamp`` (seconds, increasing) is the frame's time for
+        ``smoothing`` (default: the frame count at 30 frames per second)."""
         image = check_image(image)
         height, width = image.shape[:2]
         candidates: list[tuple[Roi, Detection | None, int | None]] = []
@@ -195,8 +268,21 @@ class FaceMesh:
                 track_id, self._next_track_id = self._next_track_id, self._next_track_id + 1
             candidates.append((roi, det, track_id))
         faces = self._faces([(image, candidates)])[0]
-        self._tracked = [(roi_from_landmarks(f.landmarks, (width, height)), f.track_id) for f in faces]
+        self._tracked = [(self._next_roi(f, (width, height)), f.track_id) for f in faces]
+        self._frames += 1
+        if self._smoother is not None:
+            from .stabilizer import DEFAULT_FREQUENCY
+
+            time = (self._frames - 1) / DEFAULT_FREQUENCY if timestamp is None else float(timestamp)
+            smoothed = self._smoother({f.track_id: f.landmarks for f in faces}, time)
+            faces = [dataclasses.replace(f, landmarks=smoothed[f.track_id]) for f in faces]
         return faces
+
+    def _next_roi(self, face: Face, image_size: tuple[int, int]) -> Roi:
+        """The ROI to crop ``face`` from in the next frame: from its landmarks, held by the dead zone if
+        ``stabilize_roi``."""
+        roi = roi_from_landmarks(face.landmarks, image_size)
+        return roi if self._roi_dead_zone is None else self._roi_dead_zone(face.roi, roi)
 
     def process_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Static-mode faces for many images: one detector pass and one landmark pass for all of them.

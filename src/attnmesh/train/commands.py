@@ -24,11 +24,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cli_args import CliError, _positive_int
+from ..cli_args import CliError, InputFiles, _positive_int
 
 
 def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
@@ -36,35 +35,20 @@ def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentPar
 
 
 def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    from ..outputs import check_target
+
     path = Path(target)
     if path.suffix.lower() not in suffixes:
         raise CliError(f"{what} {target}: the file name must end in {' or '.join(suffixes)}", 2)
-    if path.is_dir():
-        raise CliError(f"{what} {target}: is a directory")
-    if not path.parent.is_dir():
-        raise CliError(f"{what} {target}: the folder '{path.parent}' does not exist")
-    return path
+    return check_target(path, what)
 
 
 def _write_atomic(path: Path, writer: Any, what: str) -> None:
     """``writer(tmp_path)`` writes a temporary file beside ``path``, renamed over it when complete."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise CliError(f"{what} {path}: cannot write ({e.strerror or e})") from None
-    try:
-        writer(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ..outputs import TempFile
+
+    with TempFile(path, what) as tmp:
+        writer(tmp.path)
 
 
 # -- eval -----------------------------------------------------------------------------------------------------
@@ -119,18 +103,33 @@ def run_eval(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if not records:
         raise CliError(f"{args.dataset}: no images found (split {args.split})")
+    inputs = InputFiles([args.dataset, *(r.image_path for r in records)])
+    inputs.refuse("--out", args.out)
+    inputs.refuse("--ced", args.ced)
     for m in models:
         if m.endswith((".pt", ".safetensors")) and not Path(m).is_file():
             raise CliError(f"--model {m}: no such file")
     import torch
 
-    from ..eval.evaluate import evaluate, format_table
+    from ..eval.evaluate import evaluate, format_table, landmark_runner
     from ..eval.metrics import plot_ced
+    from ..pipeline.options import check_device
 
+    try:
+        check_device(args.device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CliError(f"--device {args.device}: {e}", 2) from None
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    runners = {}
+    for m in models:  # all weights loaded before any work: a wrong --model is a usage error
+        try:
+            runners[m] = landmark_runner(m, args.device)
+        except WeightsError as e:
+            message = str(e) if str(e).startswith(m) else f"{m}: {e}"
+            raise CliError(f"--model {message}", 2) from None
     try:
         report = evaluate(records, models, mapping=args.mapping, device=args.device, max_faces=args.max_faces,
-                          progress=not args.no_progress and sys.stderr.isatty())
+                          progress=not args.no_progress and sys.stderr.isatty(), runners=runners)
     except WeightsError as e:
         raise CliError(str(e)) from None
     errors = report.pop("_errors_all")

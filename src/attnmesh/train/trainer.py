@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,21 +108,56 @@ class ConfigError(ValueError):
     pass
 
 
-def _build(cls, values: dict[str, Any], where: str):
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a config value has the type of a field annotated ``kind`` (an int is a fine float; a bool is
+    not a number)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    return True
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return f"a list of {_describe(typing.get_args(kind)[0]).removeprefix('a ')}s"
+    return _TYPE_WORDS.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _build(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must be a table of keys and values, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"{where}: {key} must be {_describe(hints[key])}, got {value!r} "
+                              f"({type(value).__name__})")
     return cls(**values)
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
+    if isinstance(d.get("data"), str):
+        d["data"] = [d["data"]]
     aug = _build(AugmentConfig, d.pop("augment", {}) or {}, "[augment]")
     loss = _build(LossWeights, d.pop("loss", {}) or {}, "[loss]")
     phases = d.pop("phases", None)
     cfg = _build(TrainConfig, d, "config")
     cfg.augment, cfg.loss = aug, loss
+    if phases is not None and not isinstance(phases, list):
+        raise ConfigError(f"config: phases must be a list of tables ([[phases]]), got {phases!r}")
     if phases is not None:
         cfg.phases = [_build(PhaseConfig, p, f"[[phases]] #{i + 1}") for i, p in enumerate(phases)]
     if isinstance(cfg.data, str):
@@ -178,19 +214,31 @@ def load_config(path: str | Path) -> TrainConfig:
 
 def load_net(model: str, device: str | torch.device = "cpu") -> AttentionMesh:
     """An :class:`AttentionMesh` with shipped weights ``model`` (manifest name), a ``.safetensors`` file, or a
-    training checkpoint ``.pt``."""
-    from ..weights import load_model_weights
+    training checkpoint ``.pt``. Weights of another network (e.g. the face detector's) raise
+    :class:`attnmesh.weights.WeightsError` with one line, not torch's list of every missing tensor."""
+    from ..weights import WeightsError, load_state_dict
 
     net = AttentionMesh()
     if model.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        net.load_state_dict({k: v.float() for k, v in load_file(model).items()}, strict=True)
+        state = {k: v.float() for k, v in load_file(model).items()}
     elif model.endswith(".pt"):
         ckpt = torch.load(model, map_location="cpu", weights_only=True)
-        net.load_state_dict(ckpt["model"], strict=True)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+            raise WeightsError(f"{model}: not a training checkpoint (no 'model' state dict in it)")
+        state = ckpt["model"]
     else:
-        load_model_weights(net, model)
+        state = load_state_dict(model)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unknown = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unknown or reshaped:
+        example = (missing or unknown or reshaped)[0]
+        raise WeightsError(f"{model}: not Attention Mesh weights ({len(missing)} of its {len(expected)} tensors "
+                           f"missing, {len(unknown)} unknown, {len(reshaped)} of another shape; e.g. {example})")
+    net.load_state_dict(state, strict=True)
     return net.to(device)
 
 

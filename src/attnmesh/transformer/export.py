@@ -42,6 +42,11 @@ class _Graph(nn.Module):
         return out.landmarks, out.embedding, out.expression, out.spoof_logit, out.face_logit
 
 
+def transformer_graph(model: FaceTransformer) -> nn.Module:
+    """The exported wrapper of ``model``: image (N, 3, S, S) in [0, 1] -> the :data:`OUTPUTS`, eval mode."""
+    return _Graph(model).eval()
+
+
 def export_face_transformer(model: FaceTransformer, path: Path | str, opset: int = OPSET,
                             simplify_graph: bool = True) -> Path:
     """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; written atomically."""
@@ -51,7 +56,7 @@ def export_face_transformer(model: FaceTransformer, path: Path | str, opset: int
     dummy = torch.rand(2, 3, model.input_size, model.input_size)
     axes = {"image": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}}
     was_training = model.training
-    graph = _Graph(model).eval()  # export restores the wrapper's mode afterwards: it must be eval
+    graph = transformer_graph(model)  # export restores the wrapper's mode afterwards: it must be eval
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.face_transformer import FaceTransformer
-from ..pipeline.face_mesh import LandmarkModel
+from ..pipeline.face_mesh import LandmarkRunner
 from ..pipeline.tensors import crops_to_tensor
 from ..topology import NUM_REFINED_LANDMARKS
 from ..weights import load_state_dict
@@ -95,7 +95,7 @@ def _manifest_entry(name: str, directory: Path | None = None) -> dict:
     return read_manifest(directory)["models"][name]
 
 
-class TransformerLandmarkModel(LandmarkModel):
+class TransformerLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` interface on the face transformer (PyTorch)."""
 
     def __init__(self, size: str = DEFAULT_SIZE, device: str | torch.device = "cpu",
@@ -132,7 +132,7 @@ class TransformerLandmarkModel(LandmarkModel):
                 "presence": torch.sigmoid(out.face_logit).cpu().numpy()}
 
 
-class OrtTransformerLandmarkModel(LandmarkModel):
+class OrtTransformerLandmarkModel(LandmarkRunner):
     """``LandmarkModel`` interface on ONNX Runtime: ``precision`` ``"fp32"`` or ``"int8"`` (dynamic quantization
     of the MatMul/Gemm weights; see :mod:`attnmesh.transformer.export`)."""
 
@@ -153,7 +153,8 @@ class OrtTransformerLandmarkModel(LandmarkModel):
         self.input_size = int(self.session.get_inputs()[0].shape[-1])
 
     def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        from ..backends.onnxruntime import _nchw01, _sigmoid
+        from ..backends import sigmoid
+        from ..backends.onnxruntime import _nchw01
 
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
@@ -162,17 +163,23 @@ class OrtTransformerLandmarkModel(LandmarkModel):
             x = np.concatenate([x, x[..., ::-1]])
         landmarks, face_logit = self.session.run(["landmarks", "face_logit"], {"image": np.ascontiguousarray(x)})
         if self.mirror_average:
-            return mirror_mean(landmarks, _sigmoid(face_logit), self.input_size)
-        return landmarks, _sigmoid(face_logit)
+            return mirror_mean(landmarks, sigmoid(face_logit), self.input_size)
+        return landmarks, sigmoid(face_logit)
 
 
 def make_transformer_model(device: str | torch.device = "cpu", backend: str = "auto", size: str = DEFAULT_SIZE,
-                           precision: str = "fp32", **options) -> LandmarkModel:
-    """The landmark runner for ``FaceMesh(model="transformer")``: ONNX Runtime (fp32, or dynamic ``int8``) when
-    ``backend`` resolves to it (see :func:`attnmesh.backends.resolve_backend`), else PyTorch."""
+                           precision: str = "fp32", **options) -> LandmarkRunner:
+    """The landmark runner for ``FaceMesh(model="transformer")``: OpenVINO (fp32) or ONNX Runtime (fp32, or
+    dynamic ``int8``, which runs on ONNX Runtime only) when ``backend`` resolves to them (see
+    :func:`attnmesh.backends.resolve_backend`), else PyTorch."""
     from ..backends import resolve_backend
 
-    if resolve_backend(backend, device) == "onnxruntime":
+    backend = resolve_backend(backend, device)
+    if backend == "openvino" and precision == "fp32":
+        from ..backends.openvino import OvTransformerLandmarkModel
+
+        return OvTransformerLandmarkModel(size, device=device, **options)
+    if backend == "onnxruntime" or precision != "fp32" and backend == "openvino":
         return OrtTransformerLandmarkModel(size, precision=precision, device=device, **options)
     if precision != "fp32":
         raise ValueError("INT8 runs on ONNX Runtime only (backend='onnxruntime')")

@@ -12,10 +12,10 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_NAME = "manifest.json"
 
@@ -57,6 +57,8 @@ def sha256_file(path: Path) -> str:
 
 def load_state_dict(name: str, directory: Path | None = None) -> dict[str, torch.Tensor]:
     """The float32 state dict of shipped model ``name`` (e.g. ``"attention_mesh"``), sha256-verified."""
+    from safetensors.torch import load_file
+
     directory = directory or weights_dir()
     manifest = read_manifest(directory)
     if name not in manifest["models"]:

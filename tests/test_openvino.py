@@ -1,0 +1,159 @@
+"""The OpenVINO backend (the default on CPU) against the PyTorch modules it is built from.
+
+Tolerances are those of the ONNX Runtime backend (tests/test_export.py): 1e-3 px in the network's own input
+space. Timing is never asserted here: speed lives in benchmarks/cpu_speed.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from attnmesh import topology
+from attnmesh.backends import make_landmark_model, resolve_backend
+from attnmesh.backends.openvino import (BATCH_BUCKETS, OvCascadeLandmarkModel, OvFaceDetector, OvGraph,
+                                        OvLandmarkModel, OvTransformerLandmarkModel, graph_spec)
+from attnmesh.geometry.roi import crop_image
+from attnmesh.pipeline.cascade import CascadeLandmarkModel
+from attnmesh.pipeline.face_detector import FaceDetector
+from attnmesh.pipeline.face_mesh import LandmarkModel
+from attnmesh.pipeline.tracking import roi_from_detection
+from attnmesh.transformer.runner import TransformerLandmarkModel
+from reference import photo_paths, read_rgb
+
+PX_TOL = 1e-3  # network input pixels (128-, 192- or 64-space)
+
+
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory):
+    """A fresh cache folder: every graph is built from the shipped weights in this run."""
+    return tmp_path_factory.mktemp("openvino")
+
+
+@pytest.fixture(scope="module")
+def photos_and_rois():
+    """Three real photos (one with several faces) and the torch detector's ROIs on them."""
+    paths = photo_paths()
+    images = [read_rgb(p) for p in (paths[0], paths[len(paths) // 2], paths[-1])]
+    det = FaceDetector()
+    rois = [[roi_from_detection(d.box, d.keypoints) for d in det.process(im)[:4]] for im in images]
+    assert sum(map(len, rois)) >= 3
+    return images, rois
+
+
+@pytest.mark.parametrize("weights", ["attention_mesh", "attention_mesh_300w", None])
+def test_landmark_runner_matches_torch_on_photos(ir_dir, photos_and_rois, weights: str | None) -> None:
+    """The Attention Mesh (shipped and fine-tuned weights) and face_landmark (None): the same crops give the
+    same landmarks within 1e-3 px of the 192x192 crop, and the same presence scores."""
+    refine = weights is not None
+    torch_model = LandmarkModel(refine=refine, weights=weights or "attention_mesh")
+    ov_model = OvLandmarkModel(refine=refine, weights=weights or "attention_mesh", model_dir=ir_dir)
+    assert (ov_model.input_size, ov_model.num_landmarks) == (torch_model.input_size, torch_model.num_landmarks)
+    for image, rois in zip(*photos_and_rois):
+        crops = torch_model.crop(image, rois)
+        p_t, s_t = torch_model.run(crops)
+        p_o, s_o = ov_model.run(crops)
+        np.testing.assert_allclose(p_o, p_t, rtol=0, atol=PX_TOL)
+        np.testing.assert_allclose(s_o, s_t, rtol=0, atol=1e-5)
+    empty = ov_model.run(np.zeros((0, 192, 192, 3), np.uint8))
+    assert empty[0].shape == (0, ov_model.num_landmarks, 3)
+
+
+def test_batches_are_padded_to_buckets_and_split_past_the_largest(ir_dir, photos_and_rois) -> None:
+    """A batch of 3 runs padded to 4, one of largest bucket + 6 runs in two parts: each face's answer equals
+    its answer at batch 1 (the padding never leaks into real rows)."""
+    images, rois = photos_and_rois
+    model = OvLandmarkModel(model_dir=ir_dir)
+    crops = np.concatenate([model.crop(im, r) for im, r in zip(images, rois)])[:3]
+    single = [model.run(c[None]) for c in crops]
+    batch3 = model.run(crops)
+    for k, (p, s) in enumerate(single):
+        np.testing.assert_allclose(batch3[0][k], p[0], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(batch3[1][k], s[0], rtol=0, atol=1e-6)
+    n = BATCH_BUCKETS[-1] + 6
+    big = np.concatenate([crops] * (n // len(crops) + 1))[:n]
+    points, scores = model.run(big)
+    assert points.shape == (n, 478, 3) and scores.shape == (n,)
+    for k in (0, 1, 2, n - 1):
+        np.testing.assert_allclose(points[k], single[k % 3][0][0], rtol=0, atol=1e-4)
+
+
+def test_detector_matches_torch(ir_dir, photos_and_rois) -> None:
+    images, _ = photos_and_rois
+    ours, ref = OvFaceDetector(model_dir=ir_dir).process_batch(images), FaceDetector().process_batch(images)
+    for image, a, b in zip(images, ours, ref):
+        assert len(a) == len(b)
+        side = max(image.shape[:2])  # 128-space -> image pixels scales by side / 128
+        for da, db in zip(a, b):
+            assert abs(da.score - db.score) < 1e-5
+            assert np.abs(da.box - db.box).max() <= PX_TOL * side / 128 + 1e-3
+            assert np.abs(da.keypoints - db.keypoints).max() <= PX_TOL * side / 128 + 1e-3
+
+
+def test_cascade_matches_torch(ir_dir, photos_and_rois) -> None:
+    images, rois = photos_and_rois
+    ours, ref = OvCascadeLandmarkModel(model_dir=ir_dir), CascadeLandmarkModel()
+    for image, r in zip(images, rois):
+        if not r:
+            continue
+        a, sa = ours.predict(image, r)
+        b, sb = ref.predict(image, r)
+        scale = np.array([x.size / 192 for x in r])[:, None]
+        err = np.abs(a - b)[..., :2].max(-1)
+        # As for ONNX Runtime: MediaPipe's eye crop rounds to whole pixels, so an eye crop may move by a pixel.
+        eyes = np.zeros(478, bool)
+        eyes[list(topology.RIGHT_EYE) + list(topology.LEFT_EYE)] = True
+        eyes[468:] = True
+        assert (err[:, ~eyes] <= PX_TOL * scale + 1e-4).all(), err[:, ~eyes].max()
+        assert np.median(err[:, eyes]) <= 0.02 * scale.max(), np.median(err[:, eyes])
+        np.testing.assert_allclose(sa, sb, atol=1e-5)
+
+
+def test_face_transformer_matches_torch(ir_dir, photos_and_rois) -> None:
+    images, rois = photos_and_rois
+    ours, ref = OvTransformerLandmarkModel(model_dir=ir_dir), TransformerLandmarkModel()
+    assert ours.input_size == ref.input_size
+    crops = np.concatenate([np.stack([crop_image(im, roi, ref.input_size) for roi in r]) for im, r in
+                            zip(images, rois) if r])
+    (p_o, s_o), (p_t, s_t) = ours.run(crops), ref.run(crops)
+    np.testing.assert_allclose(p_o, p_t, rtol=0, atol=PX_TOL * 2)  # 128-space; attention softmax sums
+    np.testing.assert_allclose(s_o, s_t, rtol=0, atol=1e-4)
+
+
+def test_graph_takes_uint8_nhwc_and_normalises_inside(ir_dir) -> None:
+    """The detector graph's built-in normalisation (x / 127.5 - 1) equals the torch detector's, on a random
+    uint8 image, without any conversion outside the graph."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    boxes, scores = OvGraph(graph_spec("face_detection_short_range"), directory=ir_dir)(x)
+    ref_boxes, ref_scores = FaceDetector().boxes_and_scores(x)
+    np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(boxes * 128, ref_boxes * 128, rtol=0, atol=PX_TOL)
+
+
+def test_auto_is_openvino_on_cpu_and_other_devices_are_refused() -> None:
+    assert resolve_backend("auto", "cpu") == "openvino"
+    assert resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        make_landmark_model(device="cuda", backend="openvino")
+    with pytest.raises(ValueError, match="uint8"):
+        OvLandmarkModel().run(np.zeros((1, 192, 192, 3), np.float32))
+    floats = torch.rand(1, 3, 192, 192)  # a float NCHW tensor in [0, 1] is taken back to uint8 NHWC
+    assert OvLandmarkModel().run(floats)[0].shape == (1, 478, 3)
+
+
+def test_importing_attnmesh_with_openvino_sends_no_telemetry(tmp_path) -> None:
+    """OpenVINO's model-conversion tools send a usage event when imported; our backend must not import them."""
+    code = ("import sys, numpy as np, attnmesh\n"
+            "fm = attnmesh.FaceMesh(static_image_mode=True)\n"
+            "fm.process(np.zeros((64, 64, 3), np.uint8))\n"
+            "assert type(fm.landmark_model).__name__ == 'OvLandmarkModel', type(fm.landmark_model)\n"
+            "bad = sorted(m for m in sys.modules if 'telemetry' in m or m.startswith('openvino.tools'))\n"
+            "assert not bad, bad\n")
+    env = {"ATTNMESH_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
