@@ -5,10 +5,11 @@
 
 Runs itself inside a loopback-only network namespace (``unshare -n``, needs root; Ray binds every interface
 otherwise). Every run is the real command line in a subprocess, end to end (start-up, model loading, Ray and
-its workers, writing the output). Start-up is measured by the same command on one image, so the steady rate
-is (images - 1) / (wall - wall of one image). The local engine runs with its default threads (PyTorch's:
-one per core) and with one thread (what one Ray worker, one CPU, gets). Runs alternate between
-configurations across repeats, and the load average is printed with each, because the machine is shared.
+its workers, writing the output). Steady rate: for the local engine (images - 1) / (wall - wall for one image);
+for Ray, the images of the shards written after each worker's first one, over the time between. The local
+engine runs with its default workers (one thread per CPU, each running the networks with one CPU thread) and
+with ``--workers 1``; each Ray worker takes one CPU. Runs alternate between configurations across repeats, and
+the load average is printed with each, because the machine is shared.
 
 Stage costs (one thread, in this process, on the first 200 images): reading the file, decoding it
 (attnmesh.io), the detector + mesh models (FaceMesh.process_batch, batches of 8), and building the records and
@@ -33,6 +34,7 @@ from _machine import describe  # noqa: E402
 from raytools import reexec_in_loopback_namespace  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "300w-train"
+RUN_TIMEOUT_S = 600
 
 
 def _cpu_times() -> dict[int, tuple[int, float, str]]:
@@ -90,7 +92,13 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, str, dict[str, flo
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, stderr = proc.communicate()
+    try:
+        _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        done.set()
+        raise SystemExit(f"timed out after {RUN_TIMEOUT_S} s: attnmesh {' '.join(args[:1])}... "
+                         f"({proc.communicate()[1][-2000:]})") from None
     wall = time.perf_counter() - start
     done.set()
     sampler.join()
@@ -110,16 +118,13 @@ def stage_costs(paths: list[Path]) -> dict[str, float]:
     """Milliseconds per image of each stage, one thread."""
     import argparse as ap
 
-    import torch
-
-    torch.set_num_threads(1)
     from attnmesh import cli
     from attnmesh.io import decode_image
     from attnmesh.outputs import face_record, rows
 
     args = ap.Namespace(max_faces=5, no_refine=False, min_detection_confidence=0.5, device="cpu", backend="auto",
                         model="attention", debug=False)
-    fm = cli._face_mesh(args)
+    fm = cli._face_mesh(args, num_threads=1)
     t = time.perf_counter()
     blobs = [p.read_bytes() for p in paths]
     t_read = time.perf_counter() - t
@@ -164,11 +169,10 @@ def main() -> None:
             lists[name].write_text("".join(f"{q}\n" for q in chosen))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                                           os.environ.get("PYTHONPATH")]))}
-        one_thread = {**env, "OMP_NUM_THREADS": "1"}
         shard = str(a.shard_size)
         configs = {
-            "local engine, default threads (2)": (env, ["--out", "{out}.parquet"]),
-            "local engine, 1 thread": (one_thread, ["--out", "{out}.parquet"]),
+            "local engine, default (--workers 2)": (env, ["--out", "{out}.parquet"]),
+            "local engine, --workers 1": (env, ["--out", "{out}.parquet", "--workers", "1"]),
             "ray, 1 worker": (env, ["--out", "{out}", "--engine", "ray", "--workers", "1", "--shard-size", shard]),
             "ray, 2 workers": (env, ["--out", "{out}", "--engine", "ray", "--workers", "2", "--shard-size", shard]),
         }
@@ -225,8 +229,8 @@ def main() -> None:
     ratio = steady["ray, 2 workers"] / steady["ray, 1 worker"]
     print(f"\n2 workers / 1 worker, steady: {ratio:.2f}x; end to end: "
           f"{best['ray, 1 worker']['all']['wall'] / best['ray, 2 workers']['all']['wall']:.2f}x. Ray with 2 workers "
-          f"/ the local engine (default threads), steady: "
-          f"{steady['ray, 2 workers'] / steady['local engine, default threads (2)']:.2f}x")
+          f"/ the local engine (default workers), steady: "
+          f"{steady['ray, 2 workers'] / steady['local engine, default (--workers 2)']:.2f}x")
     total = costs["read"] + costs["decode"] + costs["models"] + costs["records"]
     print("\nStage costs, one thread, ms per image: " + ", ".join(
         f"{key} {costs[key]:.2f} ({100 * costs[key] / total:.0f}%)" for key in ("read", "decode", "models", "records")))
