@@ -126,9 +126,6 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     _add_model_options(p, max_faces=5)
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per detector/mesh pass in each worker (default: 1, or 8 on the torch backend)")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="images decoded and processed at once, each in its own thread with one CPU thread per "
-                        "network call (default: the CPUs this process may use; 1 on the torch backend)")
     add_engine_options(p)
     return p
 

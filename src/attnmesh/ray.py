@@ -227,13 +227,17 @@ def add_engine_options(p: argparse.ArgumentParser, video: bool = False) -> None:
                    help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' on a cluster node) instead of "
                         "starting a local one")
     g.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="Ray workers, one CPU each (default: every CPU of the cluster)")
+                   help="Ray workers, one CPU each (default: every CPU of the cluster)" if video else
+                   "images processed at once: threads of this process on the local engine (default: its CPUs; "
+                   "1 on the torch backend), Ray workers of one CPU each with --engine ray (default: every CPU "
+                   "of the cluster)")
     if not video:
         g.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
                        help=f"images per Ray task and output file (default: {SHARD_SIZE})")
 
 
-_RAY_ONLY = ("address", "workers", "shard_size")
+#: Options that mean something only with --engine ray, per command (images' --workers also sets local threads).
+_RAY_ONLY = {"images": ("address", "shard_size"), "video": ("address", "workers")}
 
 
 def ray_engine(args: argparse.Namespace, command: str) -> Callable[[argparse.Namespace], int] | None:
@@ -241,7 +245,7 @@ def ray_engine(args: argparse.Namespace, command: str) -> Callable[[argparse.Nam
     checking that no Ray-only option was given (nothing a user asks for is silently ignored)."""
     if getattr(args, "engine", "local") == "ray":
         return run_images_ray if command == "images" else run_video_ray
-    given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY if getattr(args, name, None) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY[command] if getattr(args, name, None) is not None]
     if given:
         raise CliError(f"{', '.join(given)}: only with --engine ray", code=2)
     return None
