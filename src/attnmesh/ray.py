@@ -73,7 +73,7 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: Options that change the rows of ``images`` (``video`` adds :data:`_VIDEO_KEYS`); part of each shard's digest.
 _IMAGE_KEYS = ("max_faces", "no_refine", "min_detection_confidence", "model")
-_VIDEO_KEYS = _IMAGE_KEYS + ("min_tracking_confidence", "smooth", "smooth_beta", "max_frames")
+_VIDEO_KEYS = _IMAGE_KEYS + ("min_tracking_confidence", "smooth", "no_smooth", "smooth_beta", "max_frames")
 #: Options that change speed or placement only.
 _RUN_KEYS = ("device", "backend")
 
@@ -268,7 +268,8 @@ def run_images_ray(args: argparse.Namespace) -> int:
         kwargs = {"out": folder.uri, "root": os.getcwd(),
                   "options": {"max_faces": args.max_faces, "refine_landmarks": not args.no_refine,
                               "min_detection_confidence": args.min_detection_confidence, "device": args.device,
-                              "backend": args.backend, "model": args.model, "batch_size": args.batch_size}}
+                              "backend": args.backend, "model": args.model,
+                              "batch_size": args.batch_size or (8 if args.backend == "torch" else 1)}}
         items = [{"shard": name, "paths": chunk} for name, chunk in todo]
         _execute(args, items, sum(len(c) for _, c in todo), "img", _ImageShards, kwargs)
     return folder.summarize(plan, {name for name, _ in todo}, video=False)
