@@ -18,7 +18,8 @@ from test_cli_video import _truncated_mp4
 from attnmesh.cli_args import CliError
 from attnmesh.io import iter_image_paths
 from attnmesh.outputs import parquet_schema
-from attnmesh.ray import FaceMeshPredictor, expand_sources, video_table
+from attnmesh.cli import build_parser
+from attnmesh.ray import FaceMeshPredictor, command_options, expand_sources, video_table
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -90,9 +91,8 @@ def test_video_table_is_the_local_video_output(tmp_path):
     local = tmp_path / "local.parquet"
     proc = run_cli("video", CLIP, "--out", local, "--max-frames", "5", "--smooth")
     assert proc.returncode == 0, proc.stderr
-    options = {"max_faces": 1, "no_refine": False, "min_detection_confidence": 0.5, "model": "attention",
-               "min_tracking_confidence": 0.5, "smooth": True, "smooth_beta": None, "max_frames": 5,
-               "device": "cpu", "backend": "auto"}
+    options = command_options(build_parser().parse_args(["video", str(CLIP), "--out", "x", "--max-frames", "5",
+                                                         "--smooth"]))
     got = video_table(str(CLIP), options)
     assert got.schema.equals(parquet_schema(478), check_metadata=False)
     result = compare_rows(pq.read_table(local), got)
@@ -131,6 +131,7 @@ def test_expand_sources_reads_lists_and_uris_like_the_local_command_reads_folder
 
 @pytest.mark.parametrize("args,code,words", [
     (["images", "PHOTO", "--out", "o.parquet", "--address", "127.0.0.1:1"], 2, "--address: only with --engine ray"),
+    (["images", "PHOTO", "--out", "o.parquet", "--shard-size", "2"], 2, "--shard-size: only with --engine ray"),
     (["video", "CLIP", "--out", "v.parquet", "--workers", "2"], 2, "--workers: only with --engine ray"),
     (["images", "PHOTO", "--out", "DIR", "--engine", "ray", "--render", "r"], 2, "--render: not available"),
     (["images", "PHOTO", "--out", "faces.csv", "--engine", "ray"], 2, "folder of Parquet shards"),

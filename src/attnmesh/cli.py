@@ -36,7 +36,7 @@ from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
 from .backends import BACKENDS
 from .cli_args import (PROG, CliError, InputFiles, _nonnegative_float, _positive_int, _unit_float, face_mesh,
                        print_error, refuse_same_output, say)
-from .ray import add_engine_options, ray_engine
+from .ray import RAY_WORKERS_HELP, add_engine_options, ray_engine
 from .train.commands import add_eval, add_train, run_eval, run_train
 
 
@@ -126,7 +126,11 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     _add_model_options(p, max_faces=5)
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per detector/mesh pass in each worker (default: 1, or 8 on the torch backend)")
-    add_engine_options(p)
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="images decoded and processed at once, each in its own thread with one CPU thread per "
+                        "network call (default: the CPUs this process may use; 1 on the torch backend); with "
+                        "--engine ray: " + RAY_WORKERS_HELP)
+    add_engine_options(p, workers=False)
     return p
 
 

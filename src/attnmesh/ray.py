@@ -55,7 +55,7 @@ from typing import Any
 from .cli_args import CliError, _positive_int
 
 __all__ = ["FaceMeshPredictor", "add_engine_options", "ray_engine", "run_images_ray", "run_video_ray",
-           "expand_sources", "video_table", "SHARD_SIZE"]
+           "expand_sources", "video_table", "command_options", "SHARD_SIZE"]
 
 PROG = "attnmesh"
 
@@ -71,11 +71,12 @@ PROGRESS_EVERY_S = 30.0
 _SHARD = re.compile(r"^part-(\d{6})-([0-9a-f]{16})\.parquet$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-#: Options that change the rows of ``images`` (``video`` adds :data:`_VIDEO_KEYS`); part of each shard's digest.
-_IMAGE_KEYS = ("max_faces", "no_refine", "min_detection_confidence", "model")
-_VIDEO_KEYS = _IMAGE_KEYS + ("min_tracking_confidence", "smooth", "no_smooth", "smooth_beta", "max_frames")
-#: Options that change speed or placement only.
-_RUN_KEYS = ("device", "backend")
+#: Parsed arguments that name inputs and outputs or choose the engine: not passed on to the workers' commands.
+_IO_KEYS = ("run", "command", "paths", "input", "out", "render", "pose_axes", "engine", "address", "workers",
+            "shard_size", "debug")
+#: Options that change speed or placement, never the rows: left out of the shards' digests. Every other
+#: option is in them, so that an option added to the commands later can only make a rerun refuse to mix.
+_RUN_KEYS = ("device", "backend", "batch_size")
 
 
 def is_uri(path: str) -> bool:
@@ -109,8 +110,8 @@ class FaceMeshPredictor:
         max_faces, refine_landmarks, min_detection_confidence, device, backend, model: as
             :class:`attnmesh.FaceMesh` in static image mode (``attnmesh images``' ``--max-faces``,
             ``--no-refine``...).
-        batch_size: images per detector / mesh pass inside a call (``--batch-size``); a Ray batch of any
-            size is processed in passes of this many.
+        batch_size: images per detector / mesh pass inside a call (``--batch-size``; default as ``attnmesh
+            images``: 1, or 8 on the torch backend); a Ray batch of any size is processed in passes of this many.
         root: folder that relative paths are read from (default: the worker's working directory); the
             ``path`` column of the result keeps them as given.
 
@@ -122,11 +123,14 @@ class FaceMeshPredictor:
     """
 
     def __init__(self, *, max_faces: int = 5, refine_landmarks: bool = True, min_detection_confidence: float = 0.5,
-                 device: str = "cpu", backend: str = "auto", model: str = "attention", batch_size: int = 8,
+                 device: str = "cpu", backend: str = "auto", model: str = "attention", batch_size: int | None = None,
                  root: str | os.PathLike | None = None) -> None:
         from . import cli
+        from .backends import device_type
         from .outputs import parquet_schema
 
+        if batch_size is None:  # as attnmesh images: 1, or 8 on the torch backend (large per-call overhead)
+            batch_size = 8 if backend == "torch" or device_type(device) != "cpu" else 1
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.args = argparse.Namespace(max_faces=max_faces, no_refine=not refine_landmarks,
@@ -215,8 +219,9 @@ def _read_uri(uri: str) -> bytes:
 # -- command line -------------------------------------------------------------------------------------------
 
 
-def add_engine_options(p: argparse.ArgumentParser, video: bool = False) -> None:
-    """``--engine``, ``--address``, ``--workers`` (and ``--shard-size`` for images) on a subcommand."""
+def add_engine_options(p: argparse.ArgumentParser, video: bool = False, workers: bool = True) -> None:
+    """``--engine``, ``--address``, ``--workers`` (unless ``workers`` is False: the subcommand has its own, which
+    then also counts the Ray workers) and, for images, ``--shard-size`` on a subcommand."""
     what = "video" if video else "image"
     g = p.add_argument_group("cluster (--engine ray; docs/cluster.md)")
     g.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -226,17 +231,17 @@ def add_engine_options(p: argparse.ArgumentParser, video: bool = False) -> None:
     g.add_argument("--address", metavar="ADDR",
                    help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' on a cluster node) instead of "
                         "starting a local one")
-    g.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="Ray workers, one CPU each (default: every CPU of the cluster)" if video else
-                   "images processed at once: threads of this process on the local engine (default: its CPUs; "
-                   "1 on the torch backend), Ray workers of one CPU each with --engine ray (default: every CPU "
-                   "of the cluster)")
+    if workers:
+        g.add_argument("--workers", type=_positive_int, metavar="N", help=RAY_WORKERS_HELP)
     if not video:
         g.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
                        help=f"images per Ray task and output file (default: {SHARD_SIZE})")
 
 
-#: Options that mean something only with --engine ray, per command (images' --workers also sets local threads).
+#: Help of ``--workers`` with ``--engine ray``.
+RAY_WORKERS_HELP = "Ray workers, one CPU each (default: every CPU of the cluster)"
+
+#: Options that mean something only with ``--engine ray``, per subcommand (``images`` has a local --workers).
 _RAY_ONLY = {"images": ("address", "shard_size"), "video": ("address", "workers")}
 
 
@@ -260,7 +265,7 @@ def run_images_ray(args: argparse.Namespace) -> int:
                        + "/".join(e[1:] for e in _image_extensions()) + ")")
     folder = _OutFolder(args.out)
     size = args.shard_size or SHARD_SIZE
-    options = {k: getattr(args, k) for k in _IMAGE_KEYS}
+    options = {k: v for k, v in command_options(args).items() if k not in _RUN_KEYS}
     plan = [(_shard_name(i, paths[s:s + size], options), paths[s:s + size])
             for i, s in enumerate(range(0, len(paths), size))]
     todo = folder.todo(plan)
@@ -280,18 +285,17 @@ def run_video_ray(args: argparse.Namespace) -> int:
     x.parquet`` gives for each (a video that cannot be read is one row with ``error``; a damaged one keeps
     its decoded frames plus such a row)."""
     _check_ray_args(args, "video")
-    if args.smooth_beta is not None and args.smooth_beta < 0:
-        raise CliError("--smooth-beta must be >= 0")
     videos = _once(_expand_lists(args.input if isinstance(args.input, list) else [args.input]))
     if not videos:
         raise CliError("no videos given (the list files are empty)")
     folder = _OutFolder(args.out)
-    options = {k: getattr(args, k) for k in _VIDEO_KEYS}
-    plan = [(_shard_name(i, [v], options), [v]) for i, v in enumerate(videos)]
+    options = command_options(args)
+    digest = {k: v for k, v in options.items() if k not in _RUN_KEYS}
+    plan = [(_shard_name(i, [v], digest), [v]) for i, v in enumerate(videos)]
     todo = folder.todo(plan)
     if todo:
         kwargs = {"out": folder.uri, "root": os.getcwd(),
-                  "options": {**options, **{k: getattr(args, k) for k in _RUN_KEYS}}}
+                  "options": options}
         items = [{"shard": name, "paths": chunk} for name, chunk in todo]
         _execute(args, items, len(todo), "video", _video_shards, kwargs)
     return folder.summarize(plan, {name for name, _ in todo}, video=True)
@@ -306,6 +310,12 @@ def _once(paths: Sequence[str]) -> list[str]:
             seen.add(key)
             out.append(p)
     return out
+
+
+def command_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a parsed ``images`` or ``video`` command line that its local run takes for every input
+    (model, thresholds, tracking, smoothing, frames...): all of them but the inputs, outputs and engine."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _IO_KEYS}
 
 
 def _check_ray_args(args: argparse.Namespace, command: str) -> None:
@@ -330,7 +340,8 @@ def _image_extensions() -> tuple[str, ...]:
 def _shard_name(index: int, paths: Sequence[str], options: Mapping[str, Any]) -> str:
     """``part-<index>-<digest>.parquet``: the digest of the shard's sorted paths and the options that change
     its rows, so that the same command names the same shards and other inputs or options name others."""
-    key = json.dumps({"paths": sorted(paths), "options": dict(sorted(options.items()))}, separators=(",", ":"))
+    key = json.dumps({"paths": sorted(paths), "options": dict(sorted(options.items()))}, separators=(",", ":"),
+                     default=str)
     return f"part-{index:06d}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
 
 
@@ -590,8 +601,8 @@ def _video_shards(batch: Any, out: str, root: str, options: dict[str, Any]) -> A
 
 
 def video_table(video: str, options: Mapping[str, Any], root: str | None = None) -> Any:
-    """The rows of ``attnmesh video VIDEO --out x.parquet`` with ``options`` (the subcommand's option names:
-    max_faces, smooth, max_frames...) as a ``pyarrow.Table``, ``path`` as given. A video that cannot be read
+    """The rows of ``attnmesh video VIDEO --out x.parquet`` with ``options`` (:func:`command_options` of the
+    parsed command line) as a ``pyarrow.Table``, ``path`` as given. A video that cannot be read
     is one row with ``error``; a damaged one keeps the frames decoded plus one such row (frame null)."""
     import contextlib
     import io
@@ -621,8 +632,8 @@ def video_table(video: str, options: Mapping[str, Any], root: str | None = None)
             source = video if root is None else os.path.join(root, video)
         target = os.path.join(tmp, "frames.parquet")
         if problem is None:
-            job = argparse.Namespace(**{k: options.get(k) for k in _VIDEO_KEYS + _RUN_KEYS}, input=source,
-                                     out=target, render=None, pose_axes=False, debug=False)
+            job = argparse.Namespace(**options, input=source, out=target, render=None, pose_axes=False,
+                                     debug=False)
             messages = io.StringIO()
             try:
                 with contextlib.redirect_stderr(messages):
