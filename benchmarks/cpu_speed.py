@@ -192,10 +192,11 @@ def main() -> None:
     p.add_argument("--photos", type=Path, default=HERE.parents[1] / "shared" / "data" / "300w-train")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-models", action="store_true")
+    p.add_argument("--skip-photos", action="store_true")
     p.add_argument("--photo-backends", nargs="+", default=["openvino", "onnxruntime"], choices=BACKENDS,
                    help="backends timed on the photo folder (torch takes minutes there)")
     a = p.parse_args()
-    print(f"machine: {describe()}")
+    print(f"machine: {describe()}; $ATTNMESH_THREADS={os.environ.get('ATTNMESH_THREADS', 'unset')}")
     import onnxruntime
     import torch
 
@@ -206,7 +207,8 @@ def main() -> None:
     if not a.skip_models:
         model_table(a.threads)
     tracking_table(a.clips, a.frames)
-    photo_table(a.photos, a.repeats, tuple(a.photo_backends))
+    if not a.skip_photos:
+        photo_table(a.photos, a.repeats, tuple(a.photo_backends))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from attnmesh import topology  # noqa: E402
 from attnmesh.backends import make_landmark_model, resolve_backend  # noqa: E402
 from attnmesh.backends.gpu import crop_rois, project_points, rois_tensor  # noqa: E402
 from attnmesh.backends.onnxruntime import (OrtCascadeLandmarkModel, OrtFaceDetector, OrtGraph,  # noqa: E402
@@ -21,13 +20,11 @@ from attnmesh.export.onnx import GRAPHS, build_module, decompose_prelu, export_a
 from attnmesh.export.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
                                       split_images, to_input)
 from attnmesh.geometry.roi import Roi, crop_image, project_to_image  # noqa: E402
-from attnmesh.pipeline.cascade import CascadeLandmarkModel  # noqa: E402
-from attnmesh.pipeline.face_detector import FaceDetector  # noqa: E402
 from attnmesh.pipeline.face_mesh import LandmarkModel  # noqa: E402
-from attnmesh.pipeline.tracking import roi_from_detection  # noqa: E402
-from reference import W300, photo_paths, read_rgb  # noqa: E402
+from backend_checks import (PX_TOL, assert_cascade_matches_torch, assert_detector_matches_torch,  # noqa: E402
+                            photos_and_rois as photos_and_rois_of_photos)
+from reference import W300  # noqa: E402
 
-PX_TOL = 1e-3  # model-space pixels (128-, 192- or 64-space), the issue's bound
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +37,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos_and_rois():
-    """Three real photos (one with several faces) and the torch detector's ROIs on them."""
-    paths = photo_paths()
-    images = [read_rgb(p) for p in (paths[0], paths[len(paths) // 2], paths[-1])]
-    det = FaceDetector()
-    rois = [[roi_from_detection(d.box, d.keypoints) for d in det.process(im)[:4]] for im in images]
-    assert sum(map(len, rois)) >= 3
-    return images, rois
+    return photos_and_rois_of_photos()
 
 
 
@@ -122,35 +113,11 @@ def test_ort_landmark_runner_matches_torch_on_photos(model_dir, photos_and_rois,
 
 
 def test_ort_detector_matches_torch(model_dir, photos_and_rois) -> None:
-    images, _ = photos_and_rois
-    ours, ref = OrtFaceDetector(model_dir=model_dir).process_batch(images), FaceDetector().process_batch(images)
-    for a, b in zip(ours, ref):
-        assert len(a) == len(b)
-        for da, db in zip(a, b):
-            assert abs(da.score - db.score) < 1e-5
-            side = max(images[0].shape[:2])  # 128-space -> image pixels scales by <= side / 128
-            assert np.abs(da.box - db.box).max() <= PX_TOL * side / 128 + 1e-3
-            assert np.abs(da.keypoints - db.keypoints).max() <= PX_TOL * side / 128 + 1e-3
+    assert_detector_matches_torch(OrtFaceDetector(model_dir=model_dir), photos_and_rois[0])
 
 
 def test_ort_cascade_matches_torch(model_dir, photos_and_rois) -> None:
-    images, rois = photos_and_rois
-    ours, ref = OrtCascadeLandmarkModel(model_dir=model_dir), CascadeLandmarkModel()
-    for image, r in zip(images, rois):
-        if not r:
-            continue
-        a, sa = ours.predict(image, r)
-        b, sb = ref.predict(image, r)
-        scale = np.array([x.size / 192 for x in r])[:, None]
-        err = np.abs(a - b)[..., :2].max(-1)  # (N, 478) image pixels
-        # Eye ROIs come from the projected mesh and MediaPipe's eye crop rounds them to whole pixels, so an
-        # eye crop can move by a pixel between backends; the mesh itself must agree to the model tolerance.
-        eyes = np.zeros(478, bool)
-        eyes[list(topology.RIGHT_EYE) + list(topology.LEFT_EYE)] = True
-        eyes[468:] = True
-        assert (err[:, ~eyes] <= PX_TOL * scale + 1e-4).all(), err[:, ~eyes].max()
-        assert np.median(err[:, eyes]) <= 0.02 * scale.max(), np.median(err[:, eyes])
-        np.testing.assert_allclose(sa, sb, atol=1e-5)
+    assert_cascade_matches_torch(OrtCascadeLandmarkModel(model_dir=model_dir), *photos_and_rois)
 
 
 def test_backend_factory() -> None:

@@ -13,19 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from attnmesh import topology
 from attnmesh.backends import make_landmark_model, resolve_backend
 from attnmesh.backends.openvino import (BATCH_BUCKETS, OvCascadeLandmarkModel, OvFaceDetector, OvGraph,
                                         OvLandmarkModel, OvTransformerLandmarkModel, graph_spec)
 from attnmesh.geometry.roi import crop_image
-from attnmesh.pipeline.cascade import CascadeLandmarkModel
 from attnmesh.pipeline.face_detector import FaceDetector
 from attnmesh.pipeline.face_mesh import LandmarkModel
-from attnmesh.pipeline.tracking import roi_from_detection
 from attnmesh.transformer.runner import TransformerLandmarkModel
-from reference import photo_paths, read_rgb
+from backend_checks import (PX_TOL, assert_cascade_matches_torch, assert_detector_matches_torch,
+                            photos_and_rois as photos_and_rois_of_photos)
 
-PX_TOL = 1e-3  # network input pixels (128-, 192- or 64-space)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +33,7 @@ def ir_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos_and_rois():
-    """Three real photos (one with several faces) and the torch detector's ROIs on them."""
-    paths = photo_paths()
-    images = [read_rgb(p) for p in (paths[0], paths[len(paths) // 2], paths[-1])]
-    det = FaceDetector()
-    rois = [[roi_from_detection(d.box, d.keypoints) for d in det.process(im)[:4]] for im in images]
-    assert sum(map(len, rois)) >= 3
-    return images, rois
+    return photos_and_rois_of_photos()
 
 
 @pytest.mark.parametrize("weights", ["attention_mesh", "attention_mesh_300w", None])
@@ -83,34 +74,11 @@ def test_batches_are_padded_to_buckets_and_split_past_the_largest(ir_dir, photos
 
 
 def test_detector_matches_torch(ir_dir, photos_and_rois) -> None:
-    images, _ = photos_and_rois
-    ours, ref = OvFaceDetector(model_dir=ir_dir).process_batch(images), FaceDetector().process_batch(images)
-    for image, a, b in zip(images, ours, ref):
-        assert len(a) == len(b)
-        side = max(image.shape[:2])  # 128-space -> image pixels scales by side / 128
-        for da, db in zip(a, b):
-            assert abs(da.score - db.score) < 1e-5
-            assert np.abs(da.box - db.box).max() <= PX_TOL * side / 128 + 1e-3
-            assert np.abs(da.keypoints - db.keypoints).max() <= PX_TOL * side / 128 + 1e-3
+    assert_detector_matches_torch(OvFaceDetector(model_dir=ir_dir), photos_and_rois[0])
 
 
 def test_cascade_matches_torch(ir_dir, photos_and_rois) -> None:
-    images, rois = photos_and_rois
-    ours, ref = OvCascadeLandmarkModel(model_dir=ir_dir), CascadeLandmarkModel()
-    for image, r in zip(images, rois):
-        if not r:
-            continue
-        a, sa = ours.predict(image, r)
-        b, sb = ref.predict(image, r)
-        scale = np.array([x.size / 192 for x in r])[:, None]
-        err = np.abs(a - b)[..., :2].max(-1)
-        # As for ONNX Runtime: MediaPipe's eye crop rounds to whole pixels, so an eye crop may move by a pixel.
-        eyes = np.zeros(478, bool)
-        eyes[list(topology.RIGHT_EYE) + list(topology.LEFT_EYE)] = True
-        eyes[468:] = True
-        assert (err[:, ~eyes] <= PX_TOL * scale + 1e-4).all(), err[:, ~eyes].max()
-        assert np.median(err[:, eyes]) <= 0.02 * scale.max(), np.median(err[:, eyes])
-        np.testing.assert_allclose(sa, sb, atol=1e-5)
+    assert_cascade_matches_torch(OvCascadeLandmarkModel(model_dir=ir_dir), *photos_and_rois)
 
 
 def test_face_transformer_matches_torch(ir_dir, photos_and_rois) -> None:

@@ -130,6 +130,7 @@ def test_expand_sources_reads_lists_and_uris_like_the_local_command_reads_folder
 
 
 @pytest.mark.parametrize("args,code,words", [
+    (["images", "PHOTO", "--out", "o.parquet", "--address", "127.0.0.1:1"], 2, "--address: only with --engine ray"),
     (["images", "PHOTO", "--out", "o.parquet", "--shard-size", "2"], 2, "--shard-size: only with --engine ray"),
     (["video", "CLIP", "--out", "v.parquet", "--workers", "2"], 2, "--workers: only with --engine ray"),
     (["images", "PHOTO", "--out", "DIR", "--engine", "ray", "--render", "r"], 2, "--render: not available"),

@@ -273,7 +273,8 @@ def run_images_ray(args: argparse.Namespace) -> int:
         kwargs = {"out": folder.uri, "root": os.getcwd(),
                   "options": {"max_faces": args.max_faces, "refine_landmarks": not args.no_refine,
                               "min_detection_confidence": args.min_detection_confidence, "device": args.device,
-                              "backend": args.backend, "model": args.model, "batch_size": args.batch_size}}
+                              "backend": args.backend, "model": args.model,
+                              "batch_size": args.batch_size or (8 if args.backend == "torch" else 1)}}
         items = [{"shard": name, "paths": chunk} for name, chunk in todo]
         _execute(args, items, sum(len(c) for _, c in todo), "img", _ImageShards, kwargs)
     return folder.summarize(plan, {name for name, _ in todo}, video=False)

@@ -132,6 +132,9 @@ def weighted_procrustes(source: np.ndarray, target: np.ndarray, weights: np.ndar
     total_weight = weights.sum()
     if not total_weight > PROCRUSTES_EPS:
         raise ValueError("the total weight is too small")
+    used = weights > 0  # zero-weight points add nothing to any sum below (MediaPipe's face: 33 of 468 used)
+    if not used.all():
+        source, target, weights = source[used], target[used], weights[used]
 
     sqrt_w = np.sqrt(weights)[None, :]
     ws = source.T * sqrt_w  # 3 x N, transposed(A_w)

@@ -32,7 +32,8 @@ quiet frames) for about 1 frame of lag (2 on very slow motion); ``beta=40`` is i
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -161,8 +162,9 @@ class MultiFaceSmoother:
 
     def __init__(self, min_cutoff: float = MIN_CUTOFF, beta: float = BETA,
                  derivate_cutoff: float = DERIVATE_CUTOFF, frequency: float = DEFAULT_FREQUENCY) -> None:
-        self._params = (min_cutoff, beta, derivate_cutoff, frequency)
-        self._smoothers: dict[Hashable, LandmarkSmoother] = {}
+        params = (min_cutoff, beta, derivate_cutoff, frequency)
+        self._factory: Callable[[], Any] = lambda: LandmarkSmoother(*params)
+        self._smoothers: dict[Hashable, Any] = {}
 
     def reset(self) -> None:
         """Forget every face."""
@@ -183,6 +185,6 @@ class MultiFaceSmoother:
         for track_id, landmarks in faces.items():
             smoother = self._smoothers.get(track_id)
             if smoother is None:
-                smoother = self._smoothers[track_id] = LandmarkSmoother(*self._params)
+                smoother = self._smoothers[track_id] = self._factory()
             out[track_id] = smoother(landmarks, timestamp)
         return out

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..geometry.face_geometry import load_canonical_face, weighted_procrustes
 from ..topology import NUM_MESH_LANDMARKS
+from .smoothing import MultiFaceSmoother
 
 POSE_ALPHA = 0.25  # alpha-beta position gain (per frame)
 POSE_BETA = 0.035  # alpha-beta velocity gain (per frame)
@@ -263,30 +264,13 @@ def make_smoother(method: str) -> Callable[[], Smoother]:
     raise ValueError(f"smoothing must be one of {SMOOTHING_METHODS} or None, got {method!r}")
 
 
-class MultiFaceStabilizer:
+class MultiFaceStabilizer(MultiFaceSmoother):
     """One smoother per tracked face, keyed by a track id that the caller keeps stable across frames (for
     example :attr:`attnmesh.Face.track_id`). A face missing from a frame is dropped and starts fresh if its id
-    comes back. ``method``: ``"stable"`` (default) or ``"one_euro"``, see :data:`SMOOTHING_METHODS`.
+    comes back (the bookkeeping of :class:`~attnmesh.pipeline.smoothing.MultiFaceSmoother`). ``method``:
+    ``"stable"`` (default) or ``"one_euro"``, see :data:`SMOOTHING_METHODS`.
     """
 
     def __init__(self, method: str = "stable") -> None:
         self._factory = make_smoother(method)
-        self._smoothers: dict[Hashable, Smoother] = {}
-
-    def reset(self) -> None:
-        """Forget every face."""
-        self._smoothers.clear()
-
-    def __call__(self, faces: Mapping[Hashable, np.ndarray], timestamp: float) -> dict[Hashable, np.ndarray]:
-        """Smooth every face of one frame: ``faces`` maps track id -> (K, 3) landmarks (image pixels);
-        returns the smoothed landmarks under the same ids."""
-        for track_id in list(self._smoothers):
-            if track_id not in faces:
-                del self._smoothers[track_id]
-        out = {}
-        for track_id, landmarks in faces.items():
-            smoother = self._smoothers.get(track_id)
-            if smoother is None:
-                smoother = self._smoothers[track_id] = self._factory()
-            out[track_id] = smoother(landmarks, timestamp)
-        return out
+        self._smoothers = {}
