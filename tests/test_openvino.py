@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -125,3 +126,34 @@ def test_importing_attnmesh_with_openvino_sends_no_telemetry(tmp_path) -> None:
     env = {"ATTNMESH_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_threads_starting_inference_together_do_not_hang(ir_dir) -> None:
+    """Two threads, each with its own graph, importing OpenVINO and making their first inference at the same
+    moment (as ``attnmesh images`` workers do). pybind11's lazy NumPy set-up deadlocked in about one run in
+    three before ``import_openvino`` did it once up front; five processes must all finish."""
+    OvGraph(graph_spec("face_detection_short_range"), directory=ir_dir)  # the IR exists before the race
+    code = ("import sys, threading, numpy as np\n"
+            "from attnmesh.backends.openvino import OvGraph, graph_spec\n"
+            "gate = threading.Barrier(2)\n"
+            "def work():\n"
+            "    graph = OvGraph(graph_spec('face_detection_short_range'), threads=1, directory=sys.argv[1])\n"
+            "    gate.wait()\n"
+            "    for _ in range(20):\n"
+            "        graph(np.zeros((1, 128, 128, 3), np.uint8))\n"
+            "threads = [threading.Thread(target=work) for _ in range(2)]\n"
+            "[t.start() for t in threads]\n"
+            "[t.join() for t in threads]\n")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(ir_dir)], stderr=subprocess.PIPE, text=True)
+            for _ in range(5)]
+    hung, deadline = 0, time.monotonic() + 120
+    for run in runs:
+        try:
+            _, err = run.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.communicate()
+            hung += 1
+            continue
+        assert run.returncode == 0, err[-2000:]
+    assert hung == 0, f"{hung} of {len(runs)} processes hung"

@@ -63,14 +63,27 @@ GRAPH_REVISION = 1
 #: Static batch sizes the graphs are compiled for; a batch runs padded to the smallest bucket that holds it.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _TOOLS = "openvino.tools.ovc"
+_IMPORT_LOCK = threading.Lock()
 _log = logging.getLogger(__name__)
 
 
 def import_openvino() -> ModuleType:
     """The ``openvino`` module, imported without its model-conversion tools (``openvino.tools.ovc``, whose
-    import sends a telemetry event). Raises ``RuntimeError`` with an install hint if OpenVINO is missing."""
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
+    import sends a telemetry event). Raises ``RuntimeError`` with an install hint if OpenVINO is missing.
+
+    Thread-safe, and it initialises the bindings' NumPy interface once before any inference: pybind11 sets
+    that up lazily on the first array copy, and two threads doing their first copy at the same time
+    deadlocked (each waiting on the other's one-time initialisation, one of them holding the GIL), which hung
+    ``attnmesh images`` now and then."""
+    with _IMPORT_LOCK:
+        openvino = sys.modules.get("openvino")
+        if openvino is None:
+            openvino = _import_openvino()
+        openvino.Tensor(np.zeros(1, np.float32)).data[:] = 0  # the one-time NumPy set-up, in this thread
+        return openvino
+
+
+def _import_openvino() -> ModuleType:
     blocked = _TOOLS not in sys.modules
     if blocked:
         sys.modules[_TOOLS] = None  # type: ignore[assignment]  # makes `from openvino.tools.ovc import` fail
