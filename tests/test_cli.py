@@ -216,3 +216,27 @@ def test_version_and_fast_help():
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False", probe
     assert elapsed < 10  # generous for a loaded 2-core machine; torch alone takes seconds to import
+
+
+def test_worker_processes_give_what_a_lone_face_mesh_gives(tmp_path):
+    """``images`` in 2 worker processes, batches of 3 (faces of several images in one mesh pass): every
+    image's landmarks equal those of a FaceMesh of this process given that image alone (outputs round to
+    1e-3 px)."""
+    import attnmesh
+    from attnmesh.io import load_image
+
+    photos = sorted(PHOTOS.glob("*.jpg"))[:7]
+    out = tmp_path / "faces.jsonl"
+    proc = run_cli("images", *photos, "--out", out, "--workers", "2", "--batch-size", "3")
+    assert proc.returncode == 0, proc.stderr
+    records = read_jsonl(out)
+    assert [r["path"] for r in records] == [str(p) for p in photos]
+    fm = attnmesh.FaceMesh(static_image_mode=True, max_num_faces=5)
+    faces_seen = 0
+    for path, record in zip(photos, records):
+        alone = fm.process(load_image(path))
+        assert len(record["faces"]) == len(alone), path
+        for face, ref in zip(record["faces"], alone):
+            np.testing.assert_allclose(np.array(face["landmarks"]), ref.landmarks, rtol=0, atol=6e-4)
+            faces_seen += 1
+    assert faces_seen >= 7

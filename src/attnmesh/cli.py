@@ -125,10 +125,10 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
     _add_model_options(p, max_faces=5)
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                   help="images per detector/mesh pass in each worker (default: 1, or 8 on the torch backend)")
+                   help="images per detector/mesh pass in each worker (default: 8)")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="images decoded and processed at once, each in its own thread with one CPU thread per "
-                        "network call (default: the CPUs this process may use; 1 on the torch backend); with "
+                   help="worker processes, each decoding and processing its own batches with one CPU thread "
+                        "(default: the CPUs this process may use; 1 on the torch backend); with "
                         "--engine ray: " + RAY_WORKERS_HELP)
     add_engine_options(p, workers=False)
     return p
@@ -624,49 +624,89 @@ def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int |
 
 
 def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, dict, Any, Any]]:
-    """:func:`image_records` of every path, in order: ``(path, record, image, faces)``.
+    """:func:`image_records` of every path, in order: ``(path, record, image, faces)`` (``image`` is None
+    unless ``--render`` needs it).
 
-    ``args.workers`` threads (default: the CPUs this process may use; 1 on the torch backend) each own a
-    :class:`FaceMesh` with one CPU thread per network call and take ``args.batch_size`` images at a time
-    (default: 1, or 8 on the torch backend, whose per-call overhead is large): decoding and both networks
-    release the GIL, so the cores stay busy. Each image's faces are what a lone ``FaceMesh`` gives it: no
-    result depends on the number of workers."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    Chunks of ``args.batch_size`` images (default 8: one detector pass, then one mesh pass over all their
+    faces) go to ``args.workers`` worker processes (default: the CPUs this process may use; 1 on the torch
+    backend), each with its own :class:`FaceMesh` on one CPU thread: the Python around the networks then
+    runs in parallel too, which threads in one process could not do (two threads reached about 1.1 cores).
+    Each image's faces are what a lone ``FaceMesh`` gives it: no result depends on the number of workers or
+    on the batch size."""
     from .backends import default_threads, device_type
-    from .io import ImageError, load_image
 
     on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
     workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())
-    threads = None if on_torch else max(1, default_threads() // workers)
-    free = [_face_mesh(args, num_threads=threads)]  # the first in this thread: a bad option fails at once
-
-    def work(chunk: Sequence[Path]) -> list[tuple[Path, dict, Any, Any]]:
-        loaded: list[tuple[Path, Any]] = []
-        for path in chunk:
-            try:
-                loaded.append((path, load_image(path)))
-            except ImageError as e:
-                loaded.append((path, e))
-        fm = free.pop() if free else _face_mesh(args, num_threads=threads)
-        try:
-            return image_records(fm, loaded, args)
-        finally:
-            free.append(fm)
-
-    batch = args.batch_size or (8 if on_torch else 1)
-    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
-    if workers == 1:
+    batch = args.batch_size or IMAGES_BATCH
+    chunks = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
+    workers = min(workers, len(chunks))
+    keep_images = bool(getattr(args, "render", None))
+    if workers <= 1:
+        fm = _face_mesh(args, num_threads=None if on_torch else default_threads())
         for chunk in chunks:
-            yield from work(chunk)
+            yield from _chunk_results(fm, chunk, args, keep_images)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="attnmesh-images") as pool:
-        pending = [pool.submit(work, c) for c in chunks[:2 * workers]]  # a bounded window keeps memory flat
+    _face_mesh(args, num_threads=1)  # in this process first: a bad option fails at once, with its message
+    yield from _pooled_results(chunks, args, workers, 1 if not on_torch else max(1, default_threads() // workers),
+                               keep_images)
+
+
+IMAGES_BATCH = 8
+"""Default images per detector/mesh pass of ``attnmesh images`` (OpenVINO's mesh graph costs about 40% less
+per face in batches of 4-8 than one by one; results are the same to the bit)."""
+
+
+def _chunk_results(fm: Any, chunk: Sequence[Path], args: argparse.Namespace,
+                   keep_images: bool) -> list[tuple[Path, dict, Any, Any]]:
+    from .io import ImageError, load_image
+
+    loaded: list[tuple[Path, Any]] = []
+    for path in chunk:
+        try:
+            loaded.append((path, load_image(path)))
+        except ImageError as e:
+            loaded.append((path, e))
+    return [(path, record, image if keep_images else None, faces)
+            for path, record, image, faces in image_records(fm, loaded, args)]
+
+
+def _pooled_results(chunks: Sequence[list[Path]], args: argparse.Namespace, workers: int, threads: int,
+                    keep_images: bool) -> Iterator[tuple[Path, dict, Any, Any]]:
+    """``_chunk_results`` of each chunk in ``workers`` spawned processes, in order, at most two chunks per
+    worker in flight (memory stays flat however many images there are)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start, initargs=(args, threads))
+    try:
+        window = 2 * workers
+        pending = [pool.submit(_worker_chunk, c, keep_images) for c in chunks[:window]]
         for k in range(len(chunks)):
             done = pending.pop(0)
-            if k + 2 * workers < len(chunks):
-                pending.append(pool.submit(work, chunks[k + 2 * workers]))
+            if k + window < len(chunks):
+                pending.append(pool.submit(_worker_chunk, chunks[k + window], keep_images))
             yield from done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Worker:
+    """The FaceMesh of an ``attnmesh images`` worker process (set by :func:`_worker_start`)."""
+
+    face_mesh: Any = None
+    args: argparse.Namespace | None = None
+
+
+def _worker_start(args: argparse.Namespace, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the pool)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _Worker.args = args
+    _Worker.face_mesh = _face_mesh(args, num_threads=threads)
+
+
+def _worker_chunk(chunk: Sequence[Path], keep_images: bool) -> list[tuple[Path, dict, Any, Any]]:
+    return _chunk_results(_Worker.face_mesh, chunk, _Worker.args, keep_images)
 
 
 def _process(fm: Any, images: list[Any], args: argparse.Namespace) -> list[Any]:
