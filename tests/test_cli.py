@@ -240,3 +240,19 @@ def test_worker_processes_give_what_a_lone_face_mesh_gives(tmp_path):
             np.testing.assert_allclose(np.array(face["landmarks"]), ref.landmarks, rtol=0, atol=6e-4)
             faces_seen += 1
     assert faces_seen >= 7
+
+
+def test_a_worker_that_cannot_set_up_fails_the_run_with_one_line(tmp_path):
+    """The networks are built inside the worker processes; a failure there (here: the graph cache is a file,
+    not a folder) is the run's one-line error, exit 1, and no output file."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder\n")
+    out = tmp_path / "faces.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "ATTNMESH_DEBUG"} | {"ATTNMESH_CACHE": str(blocker)}
+    proc = subprocess.run([sys.executable, "-m", "attnmesh", "images", *map(str, OTHERS), "--out", str(out),
+                           "--workers", "2", "--batch-size", "1"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    lines = assert_clean_stderr(proc.stderr)
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("attnmesh: error: cannot set up the face mesh:") and "Not a directory" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".faces.jsonl*"))

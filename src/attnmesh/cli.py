@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -646,7 +647,6 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
         for chunk in chunks:
             yield from _chunk_results(fm, chunk, args, keep_images)
         return
-    _face_mesh(args, num_threads=1)  # in this process first: a bad option fails at once, with its message
     yield from _pooled_results(chunks, args, workers, 1 if not on_torch else max(1, default_threads() // workers),
                                keep_images)
 
@@ -673,7 +673,8 @@ def _chunk_results(fm: Any, chunk: Sequence[Path], args: argparse.Namespace,
 def _pooled_results(chunks: Sequence[list[Path]], args: argparse.Namespace, workers: int, threads: int,
                     keep_images: bool) -> Iterator[tuple[Path, dict, Any, Any]]:
     """``_chunk_results`` of each chunk in ``workers`` spawned processes, in order, at most two chunks per
-    worker in flight (memory stays flat however many images there are)."""
+    worker in flight (memory stays flat however many images there are). A worker that cannot set up its
+    FaceMesh (a bad option, unusable weights) answers with the problem, raised here as :class:`CliError`."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -686,26 +687,49 @@ def _pooled_results(chunks: Sequence[list[Path]], args: argparse.Namespace, work
             done = pending.pop(0)
             if k + window < len(chunks):
                 pending.append(pool.submit(_worker_chunk, chunks[k + window], keep_images))
-            yield from done.result()
+            result = done.result()
+            if isinstance(result, _SetupProblem):
+                raise CliError(result.message, result.code)
+            yield from result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class _SetupProblem:
+    """Why a worker process has no FaceMesh: the one-line message and exit code of the CliError it got."""
+
+    message: str
+    code: int
+
+
 class _Worker:
-    """The FaceMesh of an ``attnmesh images`` worker process (set by :func:`_worker_start`)."""
+    """The FaceMesh of an ``attnmesh images`` worker process (set by :func:`_worker_start`), or why not."""
 
     face_mesh: Any = None
     args: argparse.Namespace | None = None
+    problem: _SetupProblem | None = None
 
 
 def _worker_start(args: argparse.Namespace, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the pool)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _show_library_notes()  # e.g. a graph being built on first use (each worker builds what it lacks)
     _Worker.args = args
-    _Worker.face_mesh = _face_mesh(args, num_threads=threads)
+    try:
+        _Worker.face_mesh = _face_mesh(args, num_threads=threads)
+    except CliError as e:
+        _Worker.problem = _SetupProblem(str(e), e.code)
+    except Exception as e:  # --debug re-raises inside _face_mesh: keep its traceback in the message
+        import traceback
+
+        _Worker.problem = _SetupProblem(traceback.format_exc().rstrip() if args.debug else
+                                        f"cannot set up the face mesh: {type(e).__name__}: {e}", 1)
 
 
-def _worker_chunk(chunk: Sequence[Path], keep_images: bool) -> list[tuple[Path, dict, Any, Any]]:
+def _worker_chunk(chunk: Sequence[Path], keep_images: bool) -> list[tuple[Path, dict, Any, Any]] | _SetupProblem:
+    if _Worker.problem is not None:
+        return _Worker.problem
     return _chunk_results(_Worker.face_mesh, chunk, _Worker.args, keep_images)
 
 

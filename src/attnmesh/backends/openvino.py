@@ -39,7 +39,8 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -196,13 +197,37 @@ def ensure_ir(spec: IrSpec, directory: Path | None = None) -> Path:
     xml = directory / f"{spec.name}.xml"
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
+    directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive(directory / f".{spec.name}.lock"):  # other processes wait, then find it built
+        if xml.is_file() and xml.with_suffix(".bin").is_file():
+            return xml
+        _build_ir(ov, spec, directory, xml)
+    return xml
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock on ``lock_path`` held for the block (no lock where ``fcntl`` is missing: Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_ir(ov: ModuleType, spec: IrSpec, directory: Path, xml: Path) -> None:
     import torch  # only to build the graph
 
     from ..export.onnx import OPSET
 
     _log.info("building the OpenVINO graph of %s from the shipped weights (first use only; cached in %s)",
               spec.name, directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{spec.name}.{os.getpid()}.{threading.get_ident()}"
     onnx_path = tmp.with_suffix(".onnx")
     try:
@@ -223,7 +248,6 @@ def ensure_ir(spec: IrSpec, directory: Path | None = None) -> Path:
     finally:
         for suffix in (".onnx", ".xml", ".bin"):
             tmp.with_suffix(suffix).unlink(missing_ok=True)
-    return xml
 
 
 def _with_uint8_input(ov: ModuleType, model: Any, scale: float, offset: float) -> Any:
