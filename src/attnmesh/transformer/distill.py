@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..eval.maps import mirror_478
+from ..topology import mirror_478
 from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
 from .composite import BETWEEN_VIEWS
 from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, MORPHED_SOURCE, ROTATED_SOURCE,
                    SYNTHETIC_SOURCES, Augment, Cache, make_batch)
-from .runner import model_from_checkpoint, read_checkpoint
+from ..weights.checkpoints import model_from_checkpoint, read_checkpoint
 
 
 @dataclass
@@ -136,8 +136,8 @@ def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print)
 
 def save_checkpoint(model: FaceTransformer, step: int, path: Path) -> None:
     """Weights, size, input size and step (the point-refiner settings are read off the weights on loading,
-    :func:`attnmesh.transformer.runner.read_checkpoint`)."""
-    torch.save({"model": model.state_dict(), "size": model.size, "input_size": model.input_size, "step": step},
+    :func:`attnmesh.weights.checkpoints.read_checkpoint`)."""
+    torch.save({"architecture": "face_transformer", "model": model.state_dict(), "size": model.size, "input_size": model.input_size, "step": step},
                path)
 
 

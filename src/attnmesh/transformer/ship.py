@@ -21,7 +21,7 @@ import torch
 
 from ..models.face_transformer import FaceTransformer
 from ..weights import set_manifest_entry, sha256_file, weights_dir
-from .runner import model_from_checkpoint, read_checkpoint
+from ..weights.checkpoints import model_from_checkpoint, read_checkpoint
 
 FLOAT32_KEYS = ("landmark_out.bias",)
 
@@ -42,7 +42,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
     file = directory / f"{name}.safetensors"
     tmp = file.with_suffix(f".{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"model": name, "input_size": str(model.input_size)})
+              metadata={"architecture": "face_transformer", "model": name, "input_size": str(model.input_size)})
     os.replace(tmp, file)
     os.chmod(file, 0o644)
     half = FaceTransformer(ck["size"], ck["input_size"], **arch)

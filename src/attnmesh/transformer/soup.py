@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .runner import read_checkpoint
+from ..weights.checkpoints import read_checkpoint
 
 ARCHITECTURE = ("size", "input_size", "refine_dim", "refine_steps")
 
