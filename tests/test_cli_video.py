@@ -15,7 +15,7 @@ import pytest
 from reference import VIDEOS
 from test_cli_outputs import run_cli, stderr_lines
 
-from attnmesh.outputs import jsonl_schema, parquet_schema
+from attnmesh.io.outputs import jsonl_schema, parquet_schema
 
 av = pytest.importorskip("av")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -256,7 +256,7 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
     (an independent reader that applies the rotation) shows them, with the face found upright."""
     import cv2
 
-    from attnmesh.video_reader import VideoReader
+    from attnmesh.io.video import VideoReader
 
     upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]  # 512 tall, 384 wide
     path = tmp_path / "portrait.mp4"

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..weights import load_model_weights, read_manifest
 
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
@@ -317,13 +317,13 @@ def _write_manifest(out_dir: Path, opset: int) -> None:
 def ensure_onnx(name: str, model_dir: Path | str | None = None) -> Path:
     """Path of ``<name>.onnx`` in ``model_dir`` (default: the cache), exporting it first if missing.
     ``name`` may also be a quantized variant such as ``attention_mesh.int8`` (built by
-    :func:`attnmesh.export.quantize.quantize_attention_mesh`, never implicitly: it needs calibration data)."""
+    :func:`attnmesh.eval.quantize.quantize_attention_mesh`, never implicitly: it needs calibration data)."""
     model_dir = Path(model_dir) if model_dir is not None else default_cache_dir()
     path = model_dir / f"{name}.onnx"
     if path.is_file():
         return path
     if name not in GRAPHS:
-        raise FileNotFoundError(f"{path} not found; build it with `python -m attnmesh.export --int8 "
+        raise FileNotFoundError(f"{path} not found; build it with `python -m attnmesh.eval.quantize "
                                 f"--out {model_dir}`")
     export_all(model_dir, [name])
     return path

@@ -9,13 +9,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..geometry.roi import Roi, crop_image, project_to_image
+from ..options import check_backend
 from ..topology import mirror_478
+
+if TYPE_CHECKING:
+    import torch
 
 
 @runtime_checkable
@@ -84,3 +90,34 @@ class CropLandmarkRunner:
         for p, (_, roi) in zip(points, items):
             p[:] = project_to_image(p, roi, self.input_size)
         return points, scores
+
+
+# -- choosing a backend ---------------------------------------------------------------------------------------
+
+def default_threads() -> int:
+    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else the CPUs this process may run on."""
+    return int(os.environ.get("ATTNMESH_THREADS", 0)) or len(os.sched_getaffinity(0)) or 1
+
+
+def device_type(device: str | torch.device) -> str:
+    """``"cpu"``, ``"cuda"``, ``"mps"``... of a device name or ``torch.device`` (no PyTorch import)."""
+    return str(device).split(":")[0]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float64, returned as float32 (presence scores from logits)."""
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def resolve_backend(backend: str = "auto", device: str | torch.device = "cpu") -> str:
+    """The backend that runs: ``backend``, or for ``"auto"`` the one chosen here. ValueError for an unknown
+    name, RuntimeError for ``"onnxruntime"`` when ONNX Runtime is not installed."""
+    check_backend(backend)
+    if backend == "auto":
+        if device_type(device) != "cpu":
+            return "torch"
+        for candidate in ("openvino", "onnxruntime"):
+            if importlib.util.find_spec(candidate) is not None:
+                return candidate
+        return "torch"
+    return backend

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: drop-in runners for ``FaceMesh``'s landmark model, the cascade and the detector.
 
 * :class:`OrtLandmarkRunner`: a :class:`attnmesh.runtime.base.LandmarkRunner` for the mesh networks;
-  ``precision="int8"`` runs the statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
+  ``precision="int8"`` runs the statically quantized Attention Mesh (see :mod:`attnmesh.eval.quantize`).
 * :class:`OrtTransformerRunner`: the face transformer.
 * :class:`OrtFaceDetector`: a :class:`attnmesh.runtime.detector.DetectorRunner`.
 * :class:`OrtCascadeRunner`: face_landmark + iris, as :class:`attnmesh.runtime.cascade.TorchCascadeRunner`.
@@ -24,8 +24,14 @@ from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
 from ..registry import get_model_spec
-from . import default_threads, device_type, sigmoid
-from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .base import (
+    CropLandmarkRunner,
+    default_threads,
+    device_type,
+    empty_result,
+    mirror_mean,
+    sigmoid,
+)
 from .cascade import TorchCascadeRunner
 from .detector import DetectorRunner
 
@@ -107,7 +113,7 @@ def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
 class OrtLandmarkRunner(CropLandmarkRunner):
     """Registered model ``model`` (Attention Mesh, face_landmark or the fine-tuned Attention Mesh) on ONNX
     Runtime. ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built with
-    ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
+    ``python -m attnmesh.eval.quantize``; it misses the 0.5% IOD bar, see :mod:`attnmesh.eval.quantize`)."""
 
     def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None, providers: str | None = None,

@@ -51,8 +51,14 @@ import numpy as np
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from ..options import check_unit
 from ..registry import get_model_spec
-from . import default_threads, device_type, sigmoid
-from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .base import (
+    CropLandmarkRunner,
+    default_threads,
+    device_type,
+    empty_result,
+    mirror_mean,
+    sigmoid,
+)
 from .detector import DetectorRunner
 
 if TYPE_CHECKING:
@@ -177,7 +183,7 @@ def cache_dir() -> Path:
 def ir_key(spec: IrSpec) -> str:
     """Changes with the package version, the weights, OpenVINO's version, the normalisation and
     :data:`GRAPH_REVISION`."""
-    from .. import __version__
+    from ..version import __version__
     from ..weights import read_manifest
 
     ov = import_openvino()

@@ -21,16 +21,17 @@ from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 
 def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", directory: Path | None = None) -> dict:
-    from .trainer import export_weights, load_net
+    from ..weights.checkpoints import load_attention_mesh_file
+    from .trainer import export_weights
 
     directory = directory or weights_dir()
-    net = load_net(str(run_dir / "last.pt")).eval()
+    net = load_attention_mesh_file(str(run_dir / "last.pt")).eval()
     ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     file = directory / f"{name}.safetensors"
     export_weights(net, file, torch.float16, metadata={"source": f"attnmesh train {config.name}, step {ckpt['step']}"})
     os.chmod(file, 0o644)
     # float16 check: landmarks of a random batch agree closely
-    half = load_net(str(file)).eval()
+    half = load_attention_mesh_file(str(file)).eval()
     x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         diff = float((net(x).landmarks - half(x).landmarks).abs().max())

@@ -1,6 +1,6 @@
 """INT8 static quantization of the Attention Mesh graph (ONNX Runtime, QDQ, per-channel weights).
 
-    python -m attnmesh.export --int8 [--calibration-dir ../shared/data/300w-train]
+    python -m attnmesh.eval.quantize [--out DIR] [--calibration-dir ../shared/data/300w-train] [--calibration N]
 
 Recipe (fixed so that results can be reproduced):
 
@@ -139,3 +139,32 @@ def iod_deviation(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     inter-ocular distance (landmarks 33-263). Works in any frame (crop or image pixels)."""
     iod = np.linalg.norm(reference[:, 33, :2] - reference[:, 263, :2], axis=-1)
     return np.linalg.norm(points[..., :2] - reference[..., :2], axis=-1).mean(-1) / iod
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attnmesh.eval.quantize``: export the float32 graph if needed, calibrate on photos of the
+    calibration half of ``--calibration-dir`` and write ``attention_mesh.int8.onnx`` beside it."""
+    import argparse
+
+    from ..export.onnx import default_cache_dir, export_all
+
+    p = argparse.ArgumentParser(prog="python -m attnmesh.eval.quantize", description=main.__doc__)
+    p.add_argument("--out", type=Path, default=None, help="graph folder (default: the ONNX cache folder)")
+    p.add_argument("--calibration-dir", type=Path, default=Path("../shared/data/300w-train"))
+    p.add_argument("--calibration", type=int, default=DEFAULT_CALIBRATION, help="number of calibration crops")
+    a = p.parse_args(argv)
+    if not a.calibration_dir.is_dir():
+        p.error(f"calibration folder not found: {a.calibration_dir}")
+    out = a.out or default_cache_dir()
+    fp32 = export_all(out, ["attention_mesh"])["attention_mesh"]
+    calib, _ = split_images(a.calibration_dir)
+    crops, _ = face_crops(calib, a.calibration, log=print)
+    q = quantize_attention_mesh(fp32, Path(out) / "attention_mesh.int8.onnx", crops)
+    print(f"quantized {q} ({q.stat().st_size / 1e6:.1f} MB, calibrated on {len(crops)} crops)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

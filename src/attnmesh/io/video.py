@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli_args import CliError
+from ..errors import CliError
 
 #: FFmpeg demuxers of still images: such a file is refused (it is not a video).
 IMAGE_DEMUXERS = ("image2", "image2pipe")
