@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 from reference import PHOTOS
 
-from attnmesh import io
+from attnmesh.io import images as io_images
 from attnmesh.io import ImageError, as_rgb_uint8, iter_image_paths, load_image
 
 PHOTO = PHOTOS / "face-obama-240p.jpg"  # 427x240, small and real
@@ -138,7 +138,7 @@ def test_pillow_decompression_bomb_limit_is_lifted_and_restored(tmp_path, monkey
         Image.open(f)
     np.testing.assert_array_equal(load_image(f), photo_rgb)
     assert Image.MAX_IMAGE_PIXELS == 1000
-    monkeypatch.setattr(io, "MAX_PIXELS", 5000)
+    monkeypatch.setattr(io_images, "MAX_PIXELS", 5000)
     with pytest.raises(ImageError, match="too large"):
         load_image(f)
 
@@ -198,9 +198,9 @@ def test_decode_image_gives_the_messages_of_load_image(tmp_path, case, photo_rgb
     with pytest.raises(ImageError) as from_file:
         load_image(path)
     with pytest.raises(ImageError) as from_bytes:
-        io.decode_image(path.read_bytes(), path)
+        io_images.decode_image(path.read_bytes(), path)
     assert str(from_bytes.value) == str(from_file.value)
-    np.testing.assert_array_equal(io.decode_image(PHOTO.read_bytes(), "any.jpg"), photo_rgb)
+    np.testing.assert_array_equal(io_images.decode_image(PHOTO.read_bytes(), "any.jpg"), photo_rgb)
 
 
 def test_truncated_jpeg_is_an_error_although_opencv_decodes_it(tmp_path):

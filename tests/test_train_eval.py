@@ -153,7 +153,7 @@ def test_eval_command_counts_missed_faces(tmp_path: Path, capsys: pytest.Capture
 
     import cv2
 
-    from attnmesh.cli.eval import main
+    from attnmesh.cli import main
 
     torch.set_num_threads(1)
     data = tmp_path / "set" / "faces"
@@ -185,7 +185,7 @@ def test_eval_command_runs_the_face_transformer(tmp_path: Path) -> None:
     weights file give the same report, and it lands near the teacher it was distilled from on held-out faces."""
     import shutil
 
-    from attnmesh.cli.eval import main
+    from attnmesh.cli import main
     from attnmesh.weights import weights_dir
 
     torch.set_num_threads(1)

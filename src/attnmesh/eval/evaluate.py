@@ -84,7 +84,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
         items = [(im, roi) for im, rs in zip(images, rois) for roi in rs]
         for m in models:
             lm = runners[m]
-            points = np.zeros((0, 478, 3), np.float32)
+            points = np.zeros((0, lm.num_landmarks, 3), np.float32)
             scores = np.zeros((0,), np.float32)
             with torch.inference_mode():
                 for b0 in range(0, len(items), batch_size):
