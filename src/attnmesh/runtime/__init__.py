@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-
 from ..options import BACKENDS  # noqa: F401  (re-exported)
 from .base import LandmarkRunner, default_threads, device_type, resolve_backend, sigmoid  # noqa: F401
 

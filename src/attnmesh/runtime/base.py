@@ -18,6 +18,7 @@ import numpy as np
 
 from ..geometry.roi import Roi, crop_image, project_to_image
 from ..options import check_backend
+from ..registry import ModelSpec, get_model_spec
 from ..topology import mirror_478
 
 if TYPE_CHECKING:
@@ -57,6 +58,18 @@ def mirror_mean(landmarks: np.ndarray, presence: np.ndarray, size: int) -> tuple
     return (landmarks[:n] + back) / 2, (presence[:n] + presence[n:]) / 2
 
 
+MESH_ARCHITECTURES = ("attention_mesh", "face_landmark")
+
+
+def registered(model: str, architectures: Sequence[str], runner: str) -> ModelSpec:
+    """The registry entry of ``model``, refused (ValueError) unless its architecture is one ``runner`` runs."""
+    spec = get_model_spec(model)
+    if spec.architecture not in architectures:
+        raise ValueError(f"{runner} runs {' and '.join(architectures)} networks, not {spec.name!r} "
+                         f"({spec.architecture}); attnmesh.runtime.make_landmark_runner picks the runner of a model")
+    return spec
+
+
 class CropLandmarkRunner:
     """A :class:`LandmarkRunner` over a network run on batches of ROI crops: crop, :meth:`run`, project back."""
 
@@ -76,7 +89,14 @@ class CropLandmarkRunner:
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
-        crops."""
+        crops: :meth:`forward` on the crops (none: empty arrays)."""
+        if len(crops) == 0:
+            return empty_result(self.num_landmarks)
+        return self.forward(crops)
+
+    def forward(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's network on a non-empty batch: landmarks (N, K, 3) in crop pixels and presence scores
+        (N,) in [0, 1]."""
         raise NotImplementedError
 
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:

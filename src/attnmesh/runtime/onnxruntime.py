@@ -23,13 +23,13 @@ import torch
 from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
-from ..registry import get_model_spec
 from .base import (
+    MESH_ARCHITECTURES,
     CropLandmarkRunner,
     default_threads,
     device_type,
-    empty_result,
     mirror_mean,
+    registered,
     sigmoid,
 )
 from .cascade import TorchCascadeRunner
@@ -118,10 +118,7 @@ class OrtLandmarkRunner(CropLandmarkRunner):
     def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None, providers: str | None = None,
                  precision: str = "fp32", profile: str | None = None) -> None:
-        spec = get_model_spec(model)
-        if spec.architecture not in ("attention_mesh", "face_landmark"):
-            raise ValueError(f"OrtLandmarkRunner runs mesh networks; {spec.name!r} has its own runner "
-                             "(attnmesh.runtime.make_landmark_runner)")
+        spec = registered(model, MESH_ARCHITECTURES, "OrtLandmarkRunner")
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
         if precision == "int8" and spec.name != "attention_mesh":
@@ -135,9 +132,7 @@ class OrtLandmarkRunner(CropLandmarkRunner):
         self.graph = OrtGraph(spec.name + (".int8" if precision == "int8" else ""), model_dir, threads, providers,
                               profile)
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         points, logit = self.graph(_nchw01(crops))
         return points, sigmoid(logit)
 
@@ -154,9 +149,7 @@ class OrtTransformerRunner(CropLandmarkRunner):
 
         from ..export.transformer import ensure_transformer_onnx
 
-        spec = get_model_spec(model)
-        if spec.architecture != "face_transformer":
-            raise ValueError(f"{spec.name!r} is not a face transformer")
+        spec = registered(model, ("face_transformer",), "OrtTransformerRunner")
         self.spec = spec
         self.mirror_average = mirror_average
         self.num_landmarks = spec.num_landmarks
@@ -166,16 +159,13 @@ class OrtTransformerRunner(CropLandmarkRunner):
                                             providers=["CPUExecutionProvider"])
         self.input_size = int(self.session.get_inputs()[0].shape[-1])
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         x = _nchw01(crops)
         if self.mirror_average:
             x = np.concatenate([x, x[..., ::-1]])
         landmarks, face_logit = self.session.run(["landmarks", "face_logit"], {"image": np.ascontiguousarray(x)})
-        if self.mirror_average:
-            return mirror_mean(landmarks, sigmoid(face_logit), self.input_size)
-        return landmarks, sigmoid(face_logit)
+        presence = sigmoid(face_logit)
+        return mirror_mean(landmarks, presence, self.input_size) if self.mirror_average else (landmarks, presence)
 
 
 class OrtFaceDetector(DetectorRunner):

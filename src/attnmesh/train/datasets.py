@@ -1,18 +1,6 @@
 """Training data: face records, teacher pseudo-labels, target meshes and augmented 192x192 crops.
 
-Sources (:func:`load_records`):
-
-* a **300-W style folder** (searched recursively): ``NAME.jpg`` (or .png) beside ``NAME.pts`` with 68 points
-  (0-based pixel coordinates, iBUG scheme);
-* a **landmark file** written by ``attnmesh images --out FILE.jsonl|.npz``: 478 points per face (image paths are
-  resolved as written, else relative to the file's folder);
-* an **unlabelled image folder**: faces are found by the detector and pseudo-labelled by the teacher.
-
-**Deterministic split** (:func:`split_of`): a record belongs to the validation split when the first 8 hex digits
-of ``sha256(key)`` read as a fraction of 2**32 are below ``val_fraction`` (default 0.15), where ``key`` is the
-image's last two path components (``"lfpw/image_0001.jpg"``). It depends on nothing but the file name, so the
-split is the same on every machine, in every run, and for any subset of the folder. On 300w-train it puts
-269 of the 2,012 faces (13.4%) in the validation split.
+Records and the deterministic train / validation split are :mod:`attnmesh.eval.datasets`'s (re-exported here).
 
 **Teacher labels** (:func:`teacher_labels`): the imported Attention Mesh run twice per face, as in tracking:
 first on a ROI from the annotation (68-point box, rotated by the outer eye corners, x1.8) or the detector,
