@@ -14,24 +14,9 @@ from typing import Any
 
 from ..errors import CliError
 from ..io.records import image_records
-from .common import (
-    OUT_HELP,
-    PROG,
-    RAY_WORKERS_HELP,
-    InputFiles,
-    _add_model_options,
-    _commit,
-    _discard,
-    _face_mesh,
-    _faces_word,
-    _open_writer,
-    _positive_int,
-    _say,
-    _show_library_notes,
-    add_engine_options,
-    check_local_engine,
-    say,
-)
+from .common import (OUT_HELP, PROG, RAY_WORKERS_HELP, InputFiles, _add_model_options, _commit, _discard, _face_mesh,
+                     _faces_word, _open_writer, _positive_int, _say, _show_library_notes, add_engine_options,
+                     check_local_engine, say)
 
 # -- images -------------------------------------------------------------------------------------------------
 

@@ -10,21 +10,8 @@ from pathlib import Path
 
 from ..errors import CliError
 from ..io import IMAGE_EXTENSIONS
-from .common import (
-    PROG,
-    VIDEO_EXTENSIONS,
-    InputFiles,
-    _bar,
-    _check_target,
-    _common,
-    _frames_word,
-    _positive_int,
-    _unit_float,
-    _video_writer,
-    face_mesh,
-    print_error,
-    say,
-)
+from .common import (PROG, VIDEO_EXTENSIONS, InputFiles, _bar, _check_target, _common, _frames_word, _positive_int,
+                     _unit_float, _video_writer, face_mesh, print_error, say)
 
 
 def _color(text: str) -> tuple[int, int, int]:

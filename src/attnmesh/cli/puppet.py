@@ -12,18 +12,8 @@ import json
 from typing import Any
 
 from ..errors import CliError
-from .common import (
-    PROG,
-    InputFiles,
-    _bar,
-    _check_target,
-    _common,
-    _frames_word,
-    _video_writer,
-    face_mesh,
-    print_error,
-    say,
-)
+from .common import (PROG, InputFiles, _bar, _check_target, _common, _frames_word, _video_writer, face_mesh,
+                     print_error, say)
 
 # -- puppet -------------------------------------------------------------------------------------------------
 

@@ -10,25 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CliError
-from .common import (
-    OUT_HELP,
-    PROG,
-    InputFiles,
-    _add_model_options,
-    _commit,
-    _discard,
-    _error,
-    _face_mesh,
-    _faces_word,
-    _nonnegative_float,
-    _open_writer,
-    _positive_int,
-    _unit_float,
-    add_engine_options,
-    check_local_engine,
-    refuse_same_output,
-    say,
-)
+from .common import (OUT_HELP, PROG, InputFiles, _add_model_options, _commit, _discard, _error, _face_mesh, _faces_word,
+                     _nonnegative_float, _open_writer, _positive_int, _unit_float, add_engine_options,
+                     check_local_engine, refuse_same_output, say)
 
 # -- video --------------------------------------------------------------------------------------------------
 

@@ -6,15 +6,7 @@ The image functions are re-exported here: ``from attnmesh.io import load_image``
 
 from __future__ import annotations
 
-from .images import (
-                     IMAGE_EXTENSIONS,
-                     MAX_PIXELS,
-                     ImageError,
-                     as_rgb_uint8,
-                     decode_image,
-                     iter_image_paths,
-                     load_image,
-)
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, as_rgb_uint8, decode_image, iter_image_paths, load_image
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageError", "as_rgb_uint8", "decode_image", "iter_image_paths",
            "load_image"]

@@ -26,12 +26,7 @@ import torch
 
 from .. import topology
 from ..geometry.roi import Roi, crop_image, project_to_image, roi_from_points
-from ..models.cascade import (
-    EYE_ROI_SCALE,
-    LEFT_EYE_CORNERS,
-    RIGHT_EYE_CORNERS,
-    merge_eyes,
-)
+from ..models.cascade import EYE_ROI_SCALE, LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, merge_eyes
 from ..models.face_landmark import FaceLandmarkModel
 from ..models.iris import NUM_EYE_POINTS, IrisLandmarkModel
 from ..weights import load_model_weights

@@ -23,15 +23,8 @@ import torch
 from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
-from .base import (
-    MESH_ARCHITECTURES,
-    CropLandmarkRunner,
-    default_threads,
-    device_type,
-    mirror_mean,
-    registered,
-    sigmoid,
-)
+from .base import (MESH_ARCHITECTURES, CropLandmarkRunner, default_threads, device_type, mirror_mean, registered,
+                   sigmoid)
 from .cascade import TorchCascadeRunner
 from .detector import DetectorRunner
 

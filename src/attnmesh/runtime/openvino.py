@@ -50,15 +50,8 @@ import numpy as np
 
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from ..options import check_unit
-from .base import (
-    MESH_ARCHITECTURES,
-    CropLandmarkRunner,
-    default_threads,
-    device_type,
-    mirror_mean,
-    registered,
-    sigmoid,
-)
+from .base import (MESH_ARCHITECTURES, CropLandmarkRunner, default_threads, device_type, mirror_mean, registered,
+                   sigmoid)
 from .detector import DetectorRunner
 
 if TYPE_CHECKING:
