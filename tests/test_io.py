@@ -278,3 +278,26 @@ def test_iter_image_paths(tmp_path):
     assert got[-1] == explicit  # a file named explicitly is kept whatever its extension
     (tmp_path / "empty_dir").mkdir()
     assert list(iter_image_paths([tmp_path / "empty_dir"])) == []  # the CLI says "no image files found"
+
+
+def test_atomic_path_keeps_the_old_file_on_error_and_leaves_nothing_behind(tmp_path):
+    """attnmesh.io.atomic: the target is the old file until the block completes, then the whole new one; a
+    failing block leaves the old file and no temporary file; the new file gets a normal mode (not mkstemp's)."""
+    import os
+
+    from attnmesh.io.atomic import atomic_path, write_text_atomic
+
+    target = tmp_path / "graph.onnx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".onnx" and tmp != target
+            tmp.write_text("half")
+            assert target.read_text() == "old"
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["graph.onnx"]
+    write_text_atomic(target, "new")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["graph.onnx"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -29,11 +29,12 @@ for the int8 convolutions to win it back. INT8 is therefore not offered by
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..io.atomic import atomic_path
 
 DEFAULT_CALIBRATION = 128
 HOLDOUT_MOD = 5  # held out: sha1(relative path) % HOLDOUT_MOD == 0
@@ -119,16 +120,15 @@ def quantize_attention_mesh(fp32_path: Path, out_path: Path, crops: np.ndarray, 
             return next(self.batches, None)
 
     out_path = Path(out_path)
-    tmp = out_path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes_to_quantize(Path(fp32_path)), op_types_to_quantize=list(OP_TYPES),
-                        calibrate_method=getattr(CalibrationMethod, calibrate_method),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes_to_quantize(Path(fp32_path)),
+                            op_types_to_quantize=list(OP_TYPES),
+                            calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     finally:
-        tmp.unlink(missing_ok=True)
         for extra in out_path.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     return out_path

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..version import __version__
+from ..io.atomic import atomic_path, write_text_atomic
 from ..weights import load_model_weights, read_manifest
 
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
@@ -163,18 +164,14 @@ def export_graph(name: str, path: Path, opset: int = OPSET) -> Path:
         dummy = dummy * 2 - 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in spec.outputs}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(spec.outputs), dynamic_axes=axes,
-                          do_constant_folding=True)
-    try:
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=list(spec.outputs), dynamic_axes=axes,
+                              do_constant_folding=True)
         simplify(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -309,9 +306,7 @@ def _write_manifest(out_dir: Path, opset: int) -> None:
 
     files = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.onnx"))}
     data = {"key": cache_key(opset), "opset": opset, "torch": torch.__version__, "files": files}
-    tmp = out_dir / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    write_text_atomic(out_dir / MANIFEST, json.dumps(data, indent=2) + "\n")
 
 
 def ensure_onnx(name: str, model_dir: Path | str | None = None) -> Path:

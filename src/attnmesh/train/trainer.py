@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.atomic import atomic_path
 from .. import topology
 from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput
 from ..models.spatial import CROP_SIZE
@@ -304,9 +305,8 @@ def lr_at(phase: PhaseConfig, k: int) -> float:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def export_weights(net: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float32,
@@ -314,9 +314,8 @@ def export_weights(net: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(state, str(tmp), metadata={"architecture": "attention_mesh", **(metadata or {})})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"architecture": "attention_mesh", **(metadata or {})})
 
 
 class Trainer:
