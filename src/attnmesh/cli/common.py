@@ -267,14 +267,6 @@ def _bar(total: int, unit: str) -> Any:
                 disable=not sys.stderr.isatty())
 
 
-def _video_writer(path: str | None, fps: float, size: tuple[int, int]) -> Any:
-    import cv2
-
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise CliError(f"cannot open a video writer for {path}")
-    return writer
-
 
 
 def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import CliError
 from ..io import IMAGE_EXTENSIONS
 from .common import (PROG, VIDEO_EXTENSIONS, InputFiles, _bar, _check_target, _common, _frames_word, _positive_int,
-                     _unit_float, _video_writer, face_mesh, print_error, say)
+                     _unit_float, face_mesh, print_error, say)
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -82,11 +82,9 @@ def run_makeup(args: argparse.Namespace) -> int:
 
 
 def _makeup_video(args: argparse.Namespace) -> int:
-    import cv2
-
     from ..apps.lipstick import apply_lipstick
     from ..io.outputs import TempFile
-    from ..io.video import VideoReader
+    from ..io.video import VideoReader, VideoWriter
     from ..pipeline.stabilizer import MultiFaceStabilizer
 
     _check_target(args.out, "--out", (".mp4",))
@@ -96,31 +94,31 @@ def _makeup_video(args: argparse.Namespace) -> int:
     frames = with_faces = 0
     try:
         out = TempFile(args.out, "--out")  # only once the input is open
-        fps = float(video.rate)
         smoother = MultiFaceStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=args.max_faces, refine_landmarks=True) as fm, \
                 _bar(video.declared_frames, "frame") as bar:
-            for i, _, frame in video.frames():
+            for _, timestamp, frame in video.frames():
                 if writer is None:
-                    writer = _video_writer(out.path, fps, (frame.shape[1], frame.shape[0]))
+                    writer = VideoWriter(out.path, frame.shape[1], frame.shape[0], video.rate)
                 faces = fm.process(frame)
                 landmarks = [f.landmarks for f in faces]
                 if not args.no_smooth:
-                    smoothed = smoother({f.track_id: f.landmarks for f in faces}, i / fps)
+                    smoothed = smoother({f.track_id: f.landmarks for f in faces}, timestamp)
                     landmarks = [smoothed[f.track_id] for f in faces]
                 result = apply_lipstick(frame, landmarks, args.lipstick, args.opacity, args.gloss) if landmarks \
                     else frame
-                writer.write(cv2.cvtColor(result, cv2.COLOR_RGB2BGR))
+                writer.write(result)
                 frames += 1
                 with_faces += bool(faces)
                 bar.update(1)
         problem = video.finish()
-        writer.release()
+        if writer is not None:
+            writer.close()
         writer = None
         out.commit()
     except BaseException:
         if writer is not None:
-            writer.release()
+            writer.abandon()
         if out is not None:
             out.discard()
         raise

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import CliError
-from .common import (PROG, InputFiles, _bar, _check_target, _common, _frames_word, _video_writer, face_mesh,
+from .common import (PROG, InputFiles, _bar, _check_target, _common, _frames_word, face_mesh,
                      print_error, say)
 
 # -- puppet -------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def run_puppet(args: argparse.Namespace) -> int:
     )
     from ..geometry.face_geometry import estimate_face_geometry
     from ..io.outputs import TempFile
-    from ..io.video import VideoReader
+    from ..io.video import VideoReader, VideoWriter
     from ..pipeline.stabilizer import LandmarkStabilizer
     from .common import refuse_same_output
 
@@ -63,18 +63,19 @@ def run_puppet(args: argparse.Namespace) -> int:
     try:
         out = TempFile(args.out, "--out")  # only once the input is open
         render = TempFile(args.render, "--render") if args.render else None
-        fps = float(video.rate)
         metrics: list[Any] = []
+        times: list[float] = []
         poses: list[Any] = []
         smoother = None if args.no_smooth else LandmarkStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=1, refine_landmarks=True) as fm, \
                 _bar(video.declared_frames, "frame") as bar:
-            for i, _, frame in video.frames():
+            for _, timestamp, frame in video.frames():
+                times.append(timestamp)
                 size = (frame.shape[1], frame.shape[0])
                 faces = fm.process(frame)
                 lm = faces[0].landmarks if faces else None
                 if smoother is not None:
-                    lm = smoother(lm, i / fps)
+                    lm = smoother(lm, timestamp)
                 m = pose = None
                 if lm is not None:
                     try:
@@ -98,7 +99,7 @@ def run_puppet(args: argparse.Namespace) -> int:
             solver = BlendshapeSolver(neutral)
         records = []
         for i, (m, pose) in enumerate(zip(metrics, poses)):
-            rec: dict[str, Any] = {"frame": i, "timestamp": round(i / fps, 6), "face": m is not None,
+            rec: dict[str, Any] = {"frame": i, "timestamp": round(times[i], 6), "face": m is not None,
                                    "pitch": None, "yaw": None, "roll": None, "coefficients": None}
             if m is not None:
                 c = solver.solve(m)
@@ -109,17 +110,15 @@ def run_puppet(args: argparse.Namespace) -> int:
         if render is not None:
             from ..apps.render_avatar import render_mesh
 
-            writer = _video_writer(render.path, fps, (480, 480))
+            writer = VideoWriter(render.path, 480, 480, video.rate)
             last = np.zeros(len(BLENDSHAPE_NAMES))
             for rec, pose in zip(records, poses):
                 if rec["coefficients"] is not None:
                     last = np.array([rec["coefficients"][k] for k in BLENDSHAPE_NAMES])
                 rotation = pose.rotation if pose is not None else None
                 img = render_mesh(deform(last), rotation=rotation)
-                import cv2
-
-                writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-            writer.release()
+                writer.write(img)
+            writer.close()
         out.commit()
         if render is not None:
             render.commit()

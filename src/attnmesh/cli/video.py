@@ -54,46 +54,23 @@ class _VideoRender:
     name and renamed by :meth:`commit`."""
 
     def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
-        import av
-
         from ..io.outputs import temp_path
+        from ..io.video import VideoWriter
 
         self.target, self.pose_axes = target, pose_axes
         self.tmp: str | None = temp_path(target, "--render")
-        self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
-        self.container = av.open(self.tmp, mode="w")
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.stream = self.container.add_stream(codec, rate=rate)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
-        if codec == "libx264":
-            self.stream.options = {"crf": "20", "preset": "veryfast"}
-        else:
-            self.stream.bit_rate = 8_000_000
-        self.count = 0
+        self.writer = VideoWriter(self.tmp, width, height, rate)
 
     def write(self, image: Any, faces: Sequence[Any]) -> None:
-        import av
-        import numpy as np
-
         from ..render import draw_face_mesh
 
-        overlay = draw_face_mesh(image, faces, pose_axes=self.pose_axes)
-        if overlay.shape[:2] != (self.height, self.width):
-            overlay = np.pad(overlay, ((0, self.height - overlay.shape[0]), (0, self.width - overlay.shape[1]),
-                                       (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(overlay, format="rgb24")
-        frame.pts = self.count
-        self.count += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self.writer.write(draw_face_mesh(image, faces, pose_axes=self.pose_axes))
 
     def commit(self) -> None:
         from ..io.outputs import replace
 
         try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-            self.container.close()
+            self.writer.close()
         except Exception as e:  # noqa: BLE001
             self.discard()
             raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
@@ -105,10 +82,7 @@ class _VideoRender:
 
         if self.tmp is None:
             return
-        try:
-            self.container.close()
-        except Exception:  # noqa: BLE001 - cleaning up after another error
-            pass
+        self.writer.abandon()
         remove_quietly(self.tmp)
         self.tmp = None
 
