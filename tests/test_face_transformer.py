@@ -13,6 +13,7 @@ from attnmesh.models.face_transformer import (EMBEDDING_DIM, EXPRESSIONS, FaceTr
                                               sample_points, unfold_patches)
 from attnmesh.weights import WeightsError
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "photos").is_dir(), reason="../shared/data not available")
 
@@ -86,7 +87,7 @@ def test_sample_points_matches_bilinear_interpolation():
 def test_refiner_starts_as_identity_on_a_model_without_one():
     """A checkpoint of a model without point refiners starts a model with them at exactly its landmarks; keys
     that do not fit are an error."""
-    from attnmesh.transformer.distill import load_init
+    from research.face_transformer.distill import load_init
 
     torch.manual_seed(1)
     plain = FaceTransformer("xs", refine_dim=0).eval()
@@ -124,7 +125,7 @@ def test_augmentation_moves_image_and_landmarks_together():
     mirroring, the blob's intensity centroid in the student input must be where the landmarks went."""
     from types import SimpleNamespace
 
-    from attnmesh.transformer.data import CACHE_CROP, IDENTITY_VIEW, Augment, make_batch
+    from research.face_transformer.data import CACHE_CROP, IDENTITY_VIEW, Augment, make_batch
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:CACHE_CROP, 0:CACHE_CROP] + 0.5  # pixel i spans [i, i + 1): centres at i + 0.5
@@ -163,7 +164,7 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
     from attnmesh.train.datasets import read_pts, roi_from_68
-    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, DETECTOR_VIEW, RANDOM_VIEWS, Augment,
+    from research.face_transformer.data import (CACHE_CROP, CONTEXT, DETECTOR_VIEW, RANDOM_VIEWS, Augment,
                                            _items_for_image, _Teacher, make_batch)
 
     teacher = _Teacher(1)
@@ -209,7 +210,7 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
 @pytest.fixture(scope="module")
 def small_views_cache(tmp_path_factory):
     """A three-face 300-W cache with views (the base of the synthetic items)."""
-    from attnmesh.transformer.data import collect, save_cache
+    from research.face_transformer.data import collect, save_cache
 
     if not (DATA / "photos").is_dir():
         pytest.skip("../shared/data not available")
@@ -223,7 +224,7 @@ def _assert_targets_are_the_teachers_answers(cache, i: int) -> None:
     on a direct crop of the item's cache crop at that view (run again here), and the input is that crop."""
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
-    from attnmesh.transformer.data import Augment, _Teacher, make_batch
+    from research.face_transformer.data import Augment, _Teacher, make_batch
 
     teacher = _Teacher(1)
     crop = np.asarray(cache.crops[i])
@@ -244,7 +245,7 @@ def _assert_targets_are_the_teachers_answers(cache, i: int) -> None:
 
 def _assert_face_roi_then_ordinary_views(cache, i: int) -> None:
     """Cache item ``i``'s views are the face ROI, then views inside the ordinary random ranges (VIEW_*)."""
-    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, IDENTITY_VIEW, VIEW_LOG_SCALE, VIEW_ROTATION
+    from research.face_transformer.data import CACHE_CROP, CONTEXT, IDENTITY_VIEW, VIEW_LOG_SCALE, VIEW_ROTATION
 
     assert np.array_equal(cache.views[i, 0], IDENTITY_VIEW)
     side = cache.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
@@ -257,8 +258,8 @@ def test_composites_paste_a_second_face_and_carry_the_teachers_answers(small_vie
     pixels where the donor went), its between-views lie on the way to the donor, and every view's targets, as
     make_batch renders them from the new cache, are the teacher's own landmarks on a direct crop of the
     composite at that view (run again here), for the plain and the mirrored input."""
-    from attnmesh.transformer import composite as cp
-    from attnmesh.transformer.data import CACHE_CROP, COMPOSITE_SOURCE, CONTEXT, Cache
+    from research.face_transformer import composite as cp
+    from research.face_transformer.data import CACHE_CROP, COMPOSITE_SOURCE, CONTEXT, Cache
 
     base = Cache(small_views_cache)
     seen = set()
@@ -293,9 +294,9 @@ def test_rotated_items_turn_the_view_and_carry_the_teachers_answers(small_views_
     """A rotated-view item is a copy of a cached face's crop whose views (all but the face ROI) are turned
     ROTATION from upright, and every view's targets are the teacher's own answers on that turned crop (run
     again here), plain and mirrored; the distillation's hard views of a rotated item are all but the face ROI."""
-    from attnmesh.transformer import rotated as rt
-    from attnmesh.transformer.data import IDENTITY_VIEW, ROTATED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import rotated as rt
+    from research.face_transformer.data import IDENTITY_VIEW, ROTATED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     with pytest.raises(ValueError, match="no usable val faces"):  # the base cache's faces are all training faces
@@ -334,9 +335,9 @@ def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(s
     random views; every view's targets are the teacher's own answers on that crop (run again here)."""
     import cv2
 
-    from attnmesh.transformer import degraded as dg
-    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import degraded as dg
+    from research.face_transformer.data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     dg.build(small_views_cache, tmp_path / "mixed", train=8, val=0, log=lambda s: None)
@@ -383,8 +384,8 @@ def test_morph_geometry_similarity_and_spline_field():
     point back to its base point (the spline interpolates them) and leaves the crop's border where it is."""
     import cv2
 
-    from attnmesh.transformer import morphed as mp
-    from attnmesh.transformer.data import CACHE_CROP
+    from research.face_transformer import morphed as mp
+    from research.face_transformer.data import CACHE_CROP
 
     rng = np.random.default_rng(3)
     src = rng.uniform(30, 130, (468, 2))
@@ -415,9 +416,9 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
     face-ROI answer on it lies near the recorded target shape, much nearer than to the base face's own mesh;
     its views are the face ROI and ordinary random views; every view's targets are the teacher's own answers
     on that crop (run again here), plain and mirrored."""
-    from attnmesh.transformer import morphed as mp
-    from attnmesh.transformer.data import MORPHED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import morphed as mp
+    from research.face_transformer.data import MORPHED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     mp.build(small_views_cache, tmp_path / "mixed", train=6, val=0, log=lambda s: None)
@@ -450,8 +451,8 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
 
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):
-    from attnmesh.transformer.data import Augment, collect, save_cache
-    from attnmesh.transformer.distill import DistillConfig, train
+    from research.face_transformer.data import Augment, collect, save_cache
+    from research.face_transformer.distill import DistillConfig, train
 
     items = collect(DATA, sources=("300w",), limit=6, log=lambda s: None)
     assert len(items) == 6
@@ -559,15 +560,15 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
 
 
 def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path):
-    """attnmesh.transformer.soup: every float tensor (BatchNorm statistics included) is the mean of the
+    """research.face_transformer.soup: every float tensor (BatchNorm statistics included) is the mean of the
     checkpoints' tensors, integer buffers come from the first; a checkpoint of another architecture is a clear
     error (library and command line)."""
     import subprocess
     import sys
 
-    from attnmesh.transformer.distill import save_checkpoint
+    from research.face_transformer.distill import save_checkpoint
     from attnmesh.transformer.runner import load_face_transformer_file
-    from attnmesh.transformer.soup import average
+    from research.face_transformer.soup import average
 
     models = []
     for seed in (0, 1):
@@ -593,7 +594,8 @@ def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_pat
     save_checkpoint(FaceTransformer("xs", 128, 0, None), 5, tmp_path / "plain.pt")  # no point refiner
     with pytest.raises(ValueError, match="another architecture"):
         average([tmp_path / "0.pt", tmp_path / "plain.pt"])
-    r = subprocess.run([sys.executable, "-m", "attnmesh.transformer.soup", str(tmp_path / "0.pt"),
-                        str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "research.face_transformer.soup", str(tmp_path / "0.pt"),
+                        str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt")], capture_output=True, text=True,
+                       cwd=ROOT)  # research/ imports from the repository root
     assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()

@@ -132,7 +132,11 @@ def _describe(kind: Any) -> str:
     return _TYPE_WORDS.get(kind, getattr(kind, "__name__", str(kind)))
 
 
-def _build(cls, values: Any, where: str):
+def build_config(cls: type, values: Any, where: str) -> Any:
+    """Dataclass ``cls`` from the table ``values``: unknown keys and values of the wrong type are a
+    :class:`ConfigError` naming ``where`` (e.g. ``[loss]``), the key and the allowed keys or the expected type.
+    Fields whose type is not a plain bool/int/float/str (or list of them), e.g. nested tables, are passed as
+    given: build those first."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: must be a table of keys and values, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -151,15 +155,15 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    aug = _build(AugmentConfig, d.pop("augment", {}) or {}, "[augment]")
-    loss = _build(LossWeights, d.pop("loss", {}) or {}, "[loss]")
+    aug = build_config(AugmentConfig, d.pop("augment", {}) or {}, "[augment]")
+    loss = build_config(LossWeights, d.pop("loss", {}) or {}, "[loss]")
     phases = d.pop("phases", None)
-    cfg = _build(TrainConfig, d, "config")
+    cfg = build_config(TrainConfig, d, "config")
     cfg.augment, cfg.loss = aug, loss
     if phases is not None and not isinstance(phases, list):
         raise ConfigError(f"config: phases must be a list of tables ([[phases]]), got {phases!r}")
     if phases is not None:
-        cfg.phases = [_build(PhaseConfig, p, f"[[phases]] #{i + 1}") for i, p in enumerate(phases)]
+        cfg.phases = [build_config(PhaseConfig, p, f"[[phases]] #{i + 1}") for i, p in enumerate(phases)]
     if isinstance(cfg.data, str):
         cfg.data = [cfg.data]
     if not cfg.data:
@@ -171,9 +175,10 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A training config from ``.toml``, ``.json`` or ``.yaml``/``.yml`` (YAML needs PyYAML). Relative paths in
-    ``data``, ``out`` and ``cache`` are taken relative to the config file's folder."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The table of a config file: ``.toml``, ``.json`` or ``.yaml``/``.yml`` (YAML needs PyYAML). A file of
+    another kind, or one whose top level is not a table, is a :class:`ConfigError`. The one config reader:
+    ``attnmesh train``'s configs and the research recipes (``research/``) both go through it."""
     path = Path(path)
     text = path.read_text()
     suffix = path.suffix.lower()
@@ -193,7 +198,14 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: config must be .toml, .json or .yaml")
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: the config must be a table / mapping")
-    cfg = config_from_dict(d)
+    return d
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A training config from ``.toml``, ``.json`` or ``.yaml``/``.yml`` (:func:`read_config_file`). Relative
+    paths in ``data``, ``out`` and ``cache`` are taken relative to the config file's folder."""
+    path = Path(path)
+    cfg = config_from_dict(read_config_file(path))
     base = path.resolve().parent
 
     def rel(p: str) -> str:
@@ -216,20 +228,10 @@ def load_net(model: str, device: str | torch.device = "cpu") -> AttentionMesh:
     """An :class:`AttentionMesh` with shipped weights ``model`` (manifest name), a ``.safetensors`` file, or a
     training checkpoint ``.pt``. Weights of another network (e.g. the face detector's) raise
     :class:`attnmesh.weights.WeightsError` with one line, not torch's list of every missing tensor."""
-    from ..weights import WeightsError, load_state_dict
+    from ..weights import WeightsError, load_state_dict, read_weights_file
 
     net = AttentionMesh()
-    if model.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = {k: v.float() for k, v in load_file(model).items()}
-    elif model.endswith(".pt"):
-        ckpt = torch.load(model, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-            raise WeightsError(f"{model}: not a training checkpoint (no 'model' state dict in it)")
-        state = ckpt["model"]
-    else:
-        state = load_state_dict(model)
+    state = read_weights_file(model)["model"] if model.endswith((".safetensors", ".pt")) else load_state_dict(model)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unknown = [k for k in state if k not in expected]

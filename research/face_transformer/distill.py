@@ -1,7 +1,7 @@
 """Distillation of the face transformer from the imported Attention Mesh, plus the other heads' losses.
 
-    python -m attnmesh.transformer.data --out out/ft_cache            # once: teacher outputs cached
-    python -m attnmesh.transformer.distill configs/face_transformer_xs.toml
+    python -m research.face_transformer.data --out out/ft_cache            # once: teacher outputs cached
+    python -m research.face_transformer.distill configs/face_transformer_xs.toml
 
 Losses (weights in the config's ``[loss]``):
 
@@ -9,7 +9,7 @@ Losses (weights in the config's ``[loss]``):
   landmarks (input pixels), divided by the teacher's inter-ocular distance (33-263), averaged; plus
   ``landmarks_z`` x the same for z. Only faces the teacher accepts (presence >= 0.5).
 * ``expression``: binary cross-entropy against the [0, 1] labels derived from the teacher's landmarks
-  (:func:`attnmesh.transformer.data.expression_measures`).
+  (:func:`research.face_transformer.data.expression_measures`).
 * ``embedding``: ArcFace (additive angular margin ``arc_margin``, scale ``arc_scale``) over the training
   identities of YTF (the person name in the file name); other samples do not enter it.
 * ``presence``: BCE of the face logit against the teacher's presence probability (faces and the random
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..eval.maps import mirror_478
-from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from attnmesh.eval.maps import mirror_478
+from attnmesh.models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from attnmesh.train.trainer import build_config, read_config_file
+from attnmesh.transformer.runner import model_from_checkpoint, read_checkpoint
+from attnmesh.weights import read_weights_file
+
 from .composite import BETWEEN_VIEWS
 from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, MORPHED_SOURCE, ROTATED_SOURCE,
                    SYNTHETIC_SOURCES, Augment, Cache, make_batch)
-from .runner import model_from_checkpoint, read_checkpoint
 
 
 @dataclass
@@ -85,17 +87,26 @@ class DistillConfig:
     loss: LossWeights = field(default_factory=LossWeights)
 
     @classmethod
-    def from_toml(cls, path: Path | str) -> DistillConfig:
-        raw = tomllib.loads(Path(path).read_text())
-        aug = Augment(**raw.pop("augment", {}))
-        loss = LossWeights(**raw.pop("loss", {}))
-        base = Path(path).resolve().parent
-        cfg = cls(**raw, augment=aug, loss=loss)
+    def from_table(cls, table: dict, base: Path | str, where: str = "config") -> DistillConfig:
+        """The config of a table of settings (``[augment]`` and ``[loss]`` as sub-tables), checked key by key
+        by :func:`attnmesh.train.trainer.build_config` (unknown keys and wrong types are a ``ConfigError``);
+        ``cache``, ``out`` and ``init`` are taken relative to the folder ``base``."""
+        raw = dict(table)
+        aug = build_config(Augment, raw.pop("augment", {}), f"{where} [augment]")
+        loss = build_config(LossWeights, raw.pop("loss", {}), f"{where} [loss]")
+        cfg = build_config(cls, raw, where)
+        cfg.augment, cfg.loss = aug, loss
         for key in ("cache", "out", "init"):  # relative to the config file
             p = Path(getattr(cfg, key))
             if getattr(cfg, key) and not p.is_absolute():
-                setattr(cfg, key, str((base / p).resolve()))
+                setattr(cfg, key, str((Path(base).resolve() / p).resolve()))
         return cfg
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> DistillConfig:
+        """The config in a ``.toml`` / ``.json`` / ``.yaml`` file (:func:`attnmesh.train.trainer.read_config_file`),
+        paths relative to the file's folder."""
+        return cls.from_table(read_config_file(path), Path(path).parent, str(path))
 
 
 class ArcFace(nn.Module):
@@ -411,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refit-only", action="store_true",
                    help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
     args = p.parse_args(argv)
-    cfg = DistillConfig.from_toml(args.config)
+    cfg = DistillConfig.from_file(args.config)
     if args.minutes is not None:
         cfg.minutes = args.minutes
     if args.max_steps is not None:
@@ -427,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         step = None
     if cfg.refit_epochs:
         refit_heads(model, cfg, copies=cfg.refit_copies, epochs=cfg.refit_epochs, log=log)
-        ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
+        ck = read_weights_file(Path(cfg.out) / "checkpoint.pt")
         torch.save({**ck, "model": model.state_dict(), "refit": True}, Path(cfg.out) / "checkpoint.pt")
         log(f"refit heads saved to {Path(cfg.out) / 'checkpoint.pt'} (distillation step {step or ck['step']})")
 

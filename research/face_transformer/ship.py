@@ -1,0 +1,60 @@
+"""Ship a distilled face transformer as named weights beside the imported ones::
+
+    python -m research.face_transformer.ship out/ft_xs2/checkpoint.pt \\
+        --recipe configs/face_transformer_xs.toml --recipe configs/face_transformer_xs_continue.toml \\
+        --steps 1958 --steps 8000 --minutes 112
+
+Writes ``attnmesh/weights/face_transformer_<size>.safetensors`` (float16; the landmark head's bias stays
+float32, since it holds the mean shape in input pixels and float16 would round it by up to 1/16 px) and its
+manifest entry (sha256, input size, recipes, steps, training time). Reports the largest landmark change
+float16 storage causes on a random batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from attnmesh.models.face_transformer import FaceTransformer
+from attnmesh.train.ship import store_float16
+from attnmesh.transformer.runner import model_from_checkpoint, read_checkpoint
+
+FLOAT32_KEYS = ("landmark_out.bias",)
+
+
+def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float, threads: int = 1,
+         directory: Path | None = None) -> dict:
+    """Store the model of ``checkpoint`` (a :mod:`research.face_transformer.distill` checkpoint) through
+    :func:`attnmesh.train.ship.store_float16` and return its manifest entry."""
+    ck = read_checkpoint(checkpoint)
+    arch = {"refine_dim": ck["refine_dim"], "refine_steps": ck["refine_steps"]}
+    model = model_from_checkpoint(ck)
+    name = f"face_transformer_{ck['size']}"
+    return store_float16(
+        model, name, lambda: FaceTransformer(ck["size"], ck["input_size"], **arch), model.input_size,
+        fields={"input_size": model.input_size, **arch},
+        fine_tuned={"from": "attention_mesh", "recipe": recipes[0] if len(recipes) == 1 else recipes,
+                    "kind": "distillation: student trained from scratch, 'from' is the teacher",
+                    "steps": sum(steps), "steps_per_stage": steps, "refit_heads": bool(ck.get("refit", False)),
+                    "train_minutes": minutes, "threads": threads},
+        metadata={"model": name, "input_size": str(model.input_size)}, float32_keys=FLOAT32_KEYS, check_batch=4,
+        directory=directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m research.face_transformer.ship",
+                                 description="ship a distilled face transformer as named weights")
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--recipe", action="append", required=True, help="recipe file(s), in training order")
+    ap.add_argument("--steps", type=int, action="append", required=True, help="steps of each stage")
+    ap.add_argument("--minutes", type=float, required=True, help="total wall-clock training minutes")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads)
+    print(json.dumps(entry, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
