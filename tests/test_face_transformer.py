@@ -599,3 +599,173 @@ def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_pat
                        cwd=ROOT)  # research/ imports from the repository root
     assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_recipe_is_the_shipped_lineage():
+    """research/face_transformer/recipe.toml: every stage's settings are explicit (the defaults give every
+    setting, so no stage depends on a code default), every file a step reads is written by an earlier step, and
+    its stages, their recorded steps and the final architecture are those in the shipped weights' manifest."""
+    import dataclasses
+
+    from attnmesh.train.trainer import read_config_file
+    from attnmesh.weights import read_manifest
+    from research.face_transformer.data import Augment
+    from research.face_transformer.distill import DistillConfig, LossWeights
+    from research.face_transformer.recipe import RECIPE, load_recipe
+
+    raw = read_config_file(RECIPE)
+    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"cache", "out", "init", "augment", "loss"}
+    assert set(raw["defaults"]) - {"augment", "loss"} == fields
+    assert set(raw["defaults"]["augment"]) == {f.name for f in dataclasses.fields(Augment)}
+    assert set(raw["defaults"]["loss"]) == {f.name for f in dataclasses.fields(LossWeights)}
+
+    recipe = load_recipe()
+    assert recipe.root == ROOT and recipe.model == "face_transformer_xs"
+    entry = read_manifest()["models"]["face_transformer_xs"]
+    ship = recipe.steps[-1]
+    assert ship.run == "ship" and "dir" not in ship.settings  # the last step writes the package's weights
+    stages = [recipe.step(n) for n in ship.settings["stages"]]
+    assert [s.settings["recorded_steps"] for s in stages] == entry["fine_tuned"]["steps_per_stage"]
+    assert [s.settings["refit_only"] for s in stages] == [False] * 9 + [True, False, False, True]
+    last = stages[-1].config
+    assert (last.size, last.input_size, last.refine_dim, last.refine_steps) == (
+        "xs", entry["input_size"], entry["refine_dim"], entry["refine_steps"])
+    # stages 1-3 had no point refiner, stage 4 added it; stage 2 stopped at step 3,000 without a refit
+    assert [recipe.step(f"stage{i}").config.refine_dim for i in (1, 2, 3, 4)] == [0, 0, 0, 64]
+    assert recipe.step("stage2").config.stop_step == 3000 and recipe.step("stage2").config.refit_epochs == 0
+
+
+def test_recipe_errors_name_the_step(tmp_path):
+    """A wrong setting or a step that reads what no earlier step writes is a ConfigError naming the step; the
+    command line says it in one line and exits 2."""
+    import subprocess
+    import sys
+
+    from attnmesh.train.trainer import ConfigError
+    from research.face_transformer.recipe import load_recipe
+
+    head = 'model = "face_transformer_xs"\nroot = "."\n[[steps]]\nname = "cache"\nrun = "data"\nout = "c"\n'
+    stage = '[[steps]]\nname = "s1"\nrun = "distill"\n[steps.config]\ncache = "{cache}"\nout = "o"\n{extra}\n'
+    good = tmp_path / "good.toml"
+    good.write_text(head + stage.format(cache="c", extra="lr = 0.001"))
+    assert load_recipe(good).step("s1").config.lr == 0.001
+    cases = {"typo.toml": (stage.format(cache="c", extra="lr = 0.001\nlearning_rate = 1.0"), "s1.*learning_rate"),
+             "type.toml": (stage.format(cache="c", extra='lr = "fast"'), "s1.*lr must be a number"),
+             "order.toml": (stage.format(cache="elsewhere", extra=""), "s1: reads .*elsewhere.*no earlier step")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(head + text)
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(tmp_path / name)
+    r = subprocess.run([sys.executable, "-m", "research.face_transformer.recipe", "--recipe",
+                        str(tmp_path / "typo.toml")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_face_transformer_ship_keeps_the_landmark_bias_float32(tmp_path):
+    """research.face_transformer.ship (through attnmesh.train.ship.store_float16): float16 weights but the
+    landmark head's bias, the manifest entry's architecture, sha256 and float16 landmark change (recomputed
+    here), and the stored weights load back as the model rounded to float16."""
+    import json
+
+    from safetensors import safe_open
+
+    from attnmesh.transformer.runner import load_face_transformer_file
+    from attnmesh.weights import sha256_file
+    from research.face_transformer.distill import save_checkpoint
+    from research.face_transformer.ship import main
+
+    torch.manual_seed(0)
+    model = FaceTransformer("xs", 128, 64, 1).eval()
+    save_checkpoint(model, 12, tmp_path / "checkpoint.pt")
+    assert main([str(tmp_path / "checkpoint.pt"), "--recipe", "r.toml", "--steps", "12", "--minutes", "1",
+                 "--dir", str(tmp_path / "w")]) == 0
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["face_transformer_xs"]
+    file = tmp_path / "w" / "face_transformer_xs.safetensors"
+    assert entry["sha256"] == sha256_file(file) and (entry["input_size"], entry["refine_dim"]) == (128, 64)
+    with safe_open(str(file), "pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes.pop("landmark_out.bias") == torch.float32
+    assert {d for d in dtypes.values() if d.is_floating_point} == {torch.float16}
+    stored = load_face_transformer_file(file)
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        change = float((model(x).landmarks - stored(x).landmarks).abs().max())
+    assert 0 < change < 0.1 and entry["fine_tuned"]["float16_max_landmark_change_px"] == round(change, 5)
+    assert entry["fine_tuned"]["steps_per_stage"] == [12]
+
+
+def test_recipe_runs_stages_a_soup_and_ship(tmp_path, small_views_cache):
+    """A small recipe run step by step: a stage that keeps its checkpoint before the head refit, a stage that
+    continues it and stops at stop_step (its schedule unchanged), their soup with the heads refitted, shipped
+    into a folder with the steps each stage ran."""
+    import json
+    import shutil
+
+    from attnmesh.transformer.runner import load_face_transformer_file
+    from research.face_transformer.recipe import load_recipe, run_step
+
+    shutil.copytree(small_views_cache, tmp_path / "cache")
+    common = "batch_size = 3\nwarmup_steps = 1\nlog_every = 1\ncheckpoint_every = 0\nrefit_copies = 1\n"
+    (tmp_path / "r.toml").write_text(f"""model = "face_transformer_xs"
+root = "."
+[defaults]
+{common}
+[[steps]]
+name = "cache"
+run = "data"
+out = "cache"
+[[steps]]
+name = "a"
+run = "distill"
+keep_before_refit = "before_refit.pt"
+[steps.config]
+cache = "cache"
+out = "a"
+max_steps = 3
+refit_epochs = 1
+[[steps]]
+name = "b"
+run = "distill"
+[steps.config]
+cache = "cache"
+init = "a/before_refit.pt"
+out = "b"
+max_steps = 6
+stop_step = 2
+refit_epochs = 0
+[[steps]]
+name = "mean"
+run = "soup"
+checkpoints = ["a/checkpoint.pt", "b/checkpoint.pt"]
+out = "c/checkpoint.pt"
+[[steps]]
+name = "c"
+run = "distill"
+refit_only = true
+[steps.config]
+cache = "cache"
+out = "c"
+refit_epochs = 1
+[[steps]]
+name = "ship"
+run = "ship"
+checkpoint = "c/checkpoint.pt"
+dir = "w"
+stages = ["a", "b", "c"]
+""")
+    recipe = load_recipe(tmp_path / "r.toml")
+    for step in recipe.steps[1:]:
+        run_step(recipe, step)
+    a_before = torch.load(tmp_path / "a" / "before_refit.pt", weights_only=True)
+    a_after = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert a_after.get("refit") and not a_before.get("refit")
+    assert torch.equal(a_before["model"]["landmark_out.weight"], a_after["model"]["landmark_out.weight"])
+    assert not torch.equal(a_before["model"]["expression_out.2.weight"], a_after["model"]["expression_out.2.weight"])
+    log_b = json.loads((tmp_path / "b" / "log.json").read_text())
+    assert log_b["summary"]["steps"] == 2  # stopped at stop_step, not max_steps
+    lr = [2e-3 * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * k / 6))) for k in (0, 1)]  # the 6-step run's schedule
+    assert [r["lr"] for r in log_b["records"]] == pytest.approx(lr)
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["face_transformer_xs"]
+    assert entry["fine_tuned"]["steps_per_stage"] == [3, 2, 0] and entry["fine_tuned"]["refit_heads"]
+    assert entry["fine_tuned"]["recipe"] == "r.toml"  # the recipe run, relative to its root
+    load_face_transformer_file(tmp_path / "w" / "face_transformer_xs.safetensors")

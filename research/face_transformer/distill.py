@@ -1,7 +1,8 @@
 """Distillation of the face transformer from the imported Attention Mesh, plus the other heads' losses.
 
     python -m research.face_transformer.data --out out/ft_cache            # once: teacher outputs cached
-    python -m research.face_transformer.distill configs/face_transformer_xs.toml
+    python -m research.face_transformer.distill STAGE.toml                 # one stage's settings
+    python -m research.face_transformer.recipe --run stage1                # a stage of recipe.toml
 
 Losses (weights in the config's ``[loss]``):
 
@@ -73,6 +74,7 @@ class DistillConfig:
     warmup_steps: int = 50
     minutes: float = 20.0
     max_steps: int = 0  # 0: until the time budget is spent
+    stop_step: int = 0  # > 0: stop after this step, the schedule unchanged (stage 2 of the shipped recipe)
     seed: int = 0
     threads: int = 1
     arc_margin: float = 0.3
@@ -276,6 +278,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
         elapsed = time.perf_counter() - t0
         if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed >= budget):
             break
+        if cfg.stop_step and step >= cfg.stop_step:
+            break
         progress = step / cfg.max_steps if cfg.max_steps else elapsed / budget
         lr = lr_at(cfg, step, progress)
         for g in opt.param_groups:
@@ -412,35 +416,52 @@ def train_spoof(model: FaceTransformer, live: np.ndarray, spoof: np.ndarray, ste
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def run_stage(cfg: DistillConfig, refit_only: bool = False, keep_before_refit: str = "", log=print) -> Path:
+    """One stage of a recipe: distil (:func:`train`; skipped if ``refit_only``: the model is ``<out>/checkpoint.pt``,
+    e.g. a soup), then refit the heads (:func:`refit_heads`, if ``cfg.refit_epochs``) into the same checkpoint.
+    ``keep_before_refit``: a file name in ``out`` that keeps a copy of the checkpoint before the refit. Returns
+    the checkpoint's path."""
+    import shutil
 
-    p = argparse.ArgumentParser(description="distil the face transformer from the Attention Mesh")
-    p.add_argument("config")
-    p.add_argument("--minutes", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--refit-only", action="store_true",
-                   help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
-    args = p.parse_args(argv)
-    cfg = DistillConfig.from_file(args.config)
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
-    if args.max_steps is not None:
-        cfg.max_steps = args.max_steps
-    log = lambda s: print(s, flush=True)  # noqa: E731
     torch.set_num_threads(cfg.threads)
-    if args.refit_only:
-        ck = read_checkpoint(Path(cfg.out) / "checkpoint.pt")
+    path = Path(cfg.out) / "checkpoint.pt"
+    if refit_only:
+        ck = read_checkpoint(path)
         model = model_from_checkpoint(ck)
         step = ck["step"]
     else:
         model, _ = train(cfg, log=log)
         step = None
+    if keep_before_refit:
+        shutil.copyfile(path, Path(cfg.out) / keep_before_refit)
     if cfg.refit_epochs:
         refit_heads(model, cfg, copies=cfg.refit_copies, epochs=cfg.refit_epochs, log=log)
-        ck = read_weights_file(Path(cfg.out) / "checkpoint.pt")
-        torch.save({**ck, "model": model.state_dict(), "refit": True}, Path(cfg.out) / "checkpoint.pt")
-        log(f"refit heads saved to {Path(cfg.out) / 'checkpoint.pt'} (distillation step {step or ck['step']})")
+        ck = read_weights_file(path)
+        torch.save({**ck, "model": model.state_dict(), "refit": True}, path)
+        log(f"refit heads saved to {path} (distillation step {step or ck['step']})")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m research.face_transformer.distill",
+                                description="distil the face transformer from the Attention Mesh")
+    p.add_argument("config", help="a stage's settings (.toml/.json/.yaml); the shipped stages are in recipe.toml")
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--refit-only", action="store_true",
+                   help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
+    args = p.parse_args(argv)
+    try:
+        cfg = DistillConfig.from_file(args.config)
+    except (OSError, ValueError) as e:  # ConfigError, TOML/JSON syntax, a missing file
+        raise SystemExit(f"error: {args.config}: {e}") from None
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
+    if args.max_steps is not None:
+        cfg.max_steps = args.max_steps
+    run_stage(cfg, args.refit_only, log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Ship a distilled face transformer as named weights beside the imported ones::
 
-    python -m research.face_transformer.ship out/ft_xs2/checkpoint.pt \\
-        --recipe configs/face_transformer_xs.toml --recipe configs/face_transformer_xs_continue.toml \\
-        --steps 1958 --steps 8000 --minutes 112
+    python -m research.face_transformer.ship out/ft_xs11pair/checkpoint.pt \\
+        --recipe research/face_transformer/recipe.toml --steps 1958 --steps 3000 ... --minutes 910
+
+(``python -m research.face_transformer.recipe`` runs it with the steps and minutes of the recipe's stages.)
 
 Writes ``attnmesh/weights/face_transformer_<size>.safetensors`` (float16; the landmark head's bias stays
 float32, since it holds the mean shape in input pixels and float16 would round it by up to 1/16 px) and its
@@ -19,6 +20,7 @@ from pathlib import Path
 from attnmesh.models.face_transformer import FaceTransformer
 from attnmesh.train.ship import store_float16
 from attnmesh.transformer.runner import model_from_checkpoint, read_checkpoint
+from attnmesh.weights import MANIFEST_NAME
 
 FLOAT32_KEYS = ("landmark_out.bias",)
 
@@ -50,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, action="append", required=True, help="steps of each stage")
     ap.add_argument("--minutes", type=float, required=True, help="total wall-clock training minutes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="write the weights and a manifest here instead of the package (a stage's weights as shipped)")
     args = ap.parse_args(argv)
-    entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads)
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        if not (args.dir / MANIFEST_NAME).is_file():
+            (args.dir / MANIFEST_NAME).write_text(json.dumps({"models": {}}, indent=1) + "\n")
+    entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads, args.dir)
     print(json.dumps(entry, indent=1))
     return 0
 

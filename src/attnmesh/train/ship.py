@@ -62,15 +62,14 @@ def store_float16(model: torch.nn.Module, name: str, rebuild: Callable[[], torch
 def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", directory: Path | None = None) -> dict:
     """Store the model of an ``attnmesh train`` run (``run_dir/last.pt``) as the named weights ``name`` (float16)
     with its provenance (``config``'s text as the recipe, ``data``, ``notes``); returns the manifest entry."""
-    from ..models.attention_mesh import AttentionMesh
-    from ..models.spatial import CROP_SIZE
+    from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
     from ..weights import read_weights_file
     from .trainer import load_net
 
     ckpt = read_weights_file(run_dir / "last.pt")
     net = load_net(str(run_dir / "last.pt")).eval()
     return store_float16(
-        net, name, AttentionMesh, CROP_SIZE,
+        net, name, AttentionMesh, INPUT_SIZE,
         fine_tuned={"from": ckpt["config"]["init"], "data": data, "recipe": config.read_text(),
                     "steps": int(ckpt["step"]), "trainer": "attnmesh.train.trainer (attnmesh train)", "notes": notes},
         metadata={"source": f"attnmesh train {config.name}, step {ckpt['step']}"}, directory=directory)
