@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/ (outside the package)
 from _machine import describe  # noqa: E402
 
 from attnmesh import topology  # noqa: E402

@@ -98,7 +98,8 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Blendsh
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.blendshape_net.train",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=8000)
     ap.add_argument("--val-samples", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=60)

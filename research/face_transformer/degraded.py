@@ -90,7 +90,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    synthetic.main(build, argv, prog="python -m research.face_transformer.degraded", description=__doc__.split("\n\n")[0],
+    synthetic.main(build, argv, prog="python -m research.face_transformer.degraded",
+                   description=__doc__.split("\n\n")[0],
                    cache="out/ft_cache_rotated", out="out/ft_cache_degraded", train=2000, what="degraded items")
 
 

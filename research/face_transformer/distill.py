@@ -108,7 +108,7 @@ class DistillConfig:
     def from_file(cls, path: Path | str) -> DistillConfig:
         """The config in a ``.toml`` / ``.json`` / ``.yaml`` file (:func:`attnmesh.train.trainer.read_config_file`),
         paths relative to the file's folder."""
-        return cls.from_table(read_config_file(path), Path(path).parent, str(path))
+        return cls.from_table(read_config_file(path), Path(path).parent)
 
 
 class ArcFace(nn.Module):

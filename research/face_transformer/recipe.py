@@ -146,7 +146,8 @@ def command(recipe: Recipe, step: Step) -> list[str]:
                 "--train", str(s["train"]), "--val", str(s["val"]), *extra]
     if step.run == "soup":
         return ["python", "-m", "research.face_transformer.soup", *s["checkpoints"], "--out", s["out"]]
-    args = ["python", "-m", "research.face_transformer.ship", s["checkpoint"], "--recipe", _shown(recipe.path, recipe.root)]
+    args = ["python", "-m", "research.face_transformer.ship", s["checkpoint"],
+            "--recipe", _shown(recipe.path, recipe.root)]
     for name in s.get("stages", []):
         args += ["--steps", str(_steps_run(recipe.step(name)))]
     args += ["--minutes", f"{sum(_minutes_run(recipe.step(n)) for n in s.get('stages', [])):.0f}"]

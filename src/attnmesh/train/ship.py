@@ -26,8 +26,9 @@ from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 
 def store_float16(model: torch.nn.Module, name: str, rebuild: Callable[[], torch.nn.Module], input_size: int,
-                  fine_tuned: dict[str, Any], fields: dict[str, Any] | None = None, metadata: dict[str, str] | None = None,
-                  float32_keys: Sequence[str] = (), check_batch: int = 2, directory: Path | None = None) -> dict:
+                  fine_tuned: dict[str, Any], fields: dict[str, Any] | None = None,
+                  metadata: dict[str, str] | None = None, float32_keys: Sequence[str] = (), check_batch: int = 2,
+                  directory: Path | None = None) -> dict:
     """Write ``model``'s weights as ``<directory>/<name>.safetensors`` (float16; the tensors named in
     ``float32_keys`` and non-float buffers keep their dtype), replacing any earlier file atomically, and record
     them in the manifest; returns the manifest entry.
