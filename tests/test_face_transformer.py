@@ -626,6 +626,7 @@ def test_recipe_is_the_shipped_lineage():
     assert ship.run == "ship" and "dir" not in ship.settings  # the last step writes the package's weights
     stages = [recipe.step(n) for n in ship.settings["stages"]]
     assert [s.settings["recorded_steps"] for s in stages] == entry["fine_tuned"]["steps_per_stage"]
+    assert ship.settings["stages"] == entry["fine_tuned"]["recipe_stages"]
     assert [s.settings["refit_only"] for s in stages] == [False] * 9 + [True, False, False, True]
     last = stages[-1].config
     assert (last.size, last.input_size, last.refine_dim, last.refine_steps) == (
@@ -768,4 +769,5 @@ stages = ["a", "b", "c"]
     entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["face_transformer_xs"]
     assert entry["fine_tuned"]["steps_per_stage"] == [3, 2, 0] and entry["fine_tuned"]["refit_heads"]
     assert entry["fine_tuned"]["recipe"] == "r.toml"  # the recipe run, relative to its root
+    assert entry["fine_tuned"]["recipe_stages"] == ["a", "b", "c"]
     load_face_transformer_file(tmp_path / "w" / "face_transformer_xs.safetensors")

@@ -149,7 +149,7 @@ def command(recipe: Recipe, step: Step) -> list[str]:
     args = ["python", "-m", "research.face_transformer.ship", s["checkpoint"],
             "--recipe", _shown(recipe.path, recipe.root)]
     for name in s.get("stages", []):
-        args += ["--steps", str(_steps_run(recipe.step(name)))]
+        args += ["--steps", str(_steps_run(recipe.step(name))), "--stage", name]
     args += ["--minutes", f"{sum(_minutes_run(recipe.step(n)) for n in s.get('stages', [])):.0f}"]
     return args + (["--dir", s["dir"]] if "dir" in s else [])
 

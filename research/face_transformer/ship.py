@@ -26,9 +26,12 @@ FLOAT32_KEYS = ("landmark_out.bias",)
 
 
 def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float, threads: int = 1,
-         directory: Path | None = None) -> dict:
+         directory: Path | None = None, stages: list[str] | None = None) -> dict:
     """Store the model of ``checkpoint`` (a :mod:`research.face_transformer.distill` checkpoint) through
-    :func:`attnmesh.train.ship.store_float16` and return its manifest entry."""
+    :func:`attnmesh.train.ship.store_float16` and return its manifest entry. ``steps``: the distillation steps of
+    each stage; ``stages``: their names in the recipe (recorded as ``recipe_stages``), one per entry of ``steps``."""
+    if stages is not None and len(stages) != len(steps):
+        raise ValueError(f"{len(stages)} stage names for {len(steps)} stages' steps")
     ck = read_checkpoint(checkpoint)
     arch = {"refine_dim": ck["refine_dim"], "refine_steps": ck["refine_steps"]}
     model = model_from_checkpoint(ck)
@@ -37,6 +40,7 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
         model, name, lambda: FaceTransformer(ck["size"], ck["input_size"], **arch), model.input_size,
         fields={"input_size": model.input_size, **arch},
         fine_tuned={"from": "attention_mesh", "recipe": recipes[0] if len(recipes) == 1 else recipes,
+                    **({"recipe_stages": stages} if stages is not None else {}),
                     "kind": "distillation: student trained from scratch, 'from' is the teacher",
                     "steps": sum(steps), "steps_per_stage": steps, "refit_heads": bool(ck.get("refit", False)),
                     "train_minutes": minutes, "threads": threads},
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, action="append", required=True, help="steps of each stage")
     ap.add_argument("--minutes", type=float, required=True, help="total wall-clock training minutes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stage", action="append", default=None, help="the recipe's name of each stage, in order")
     ap.add_argument("--dir", type=Path, default=None,
                     help="write the weights and a manifest here instead of the package (a stage's weights as shipped)")
     args = ap.parse_args(argv)
@@ -59,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         args.dir.mkdir(parents=True, exist_ok=True)
         if not (args.dir / MANIFEST_NAME).is_file():
             (args.dir / MANIFEST_NAME).write_text(json.dumps({"models": {}}, indent=1) + "\n")
-    entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads, args.dir)
+    try:
+        entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads, args.dir, args.stage)
+    except (ValueError, OSError, RuntimeError) as e:  # WeightsError, a checkpoint of another model
+        raise SystemExit(f"error: {e}") from None
     print(json.dumps(entry, indent=1))
     return 0
 
