@@ -43,8 +43,8 @@ MEDIAPIPE_LOOP = HERE / "_mediapipe_images.py"
 def model_table(threads: int, rounds: int = 15, iters: int = 20) -> None:
     import torch
 
-    from attnmesh.backends.onnxruntime import OrtGraph
-    from attnmesh.backends.openvino import OvGraph, graph_spec
+    from attnmesh.runtime.onnxruntime import OrtGraph
+    from attnmesh.runtime.openvino import OvGraph, graph_spec
     from attnmesh.export.onnx import build_module, default_cache_dir, export_all
 
     models = {"face_landmark": 192, "iris_landmark": 64, "attention_mesh": 192}
@@ -200,7 +200,7 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    from attnmesh.backends.openvino import import_openvino  # without its telemetry-sending tools
+    from attnmesh.runtime.openvino import import_openvino  # without its telemetry-sending tools
 
     print(f"versions: attnmesh {attnmesh.__version__}, OpenVINO {import_openvino().get_version()}, ONNX Runtime "
           f"{onnxruntime.__version__}, PyTorch {torch.__version__}")

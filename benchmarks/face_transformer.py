@@ -45,11 +45,12 @@ from _machine import describe  # noqa: E402
 from attnmesh import topology  # noqa: E402
 from attnmesh.geometry.roi import project_to_image  # noqa: E402
 from attnmesh.models.face_transformer import FaceTransformer, MobileViTBlock, unfold_patches  # noqa: E402
-from attnmesh.pipeline.face_detector import FaceDetector  # noqa: E402
-from attnmesh.pipeline.face_mesh import LandmarkModel  # noqa: E402
+from attnmesh.runtime.detector import FaceDetector  # noqa: E402
 from attnmesh.pipeline.tracking import roi_from_detection  # noqa: E402
-from attnmesh.transformer.runner import (TransformerLandmarkModel, load_face_transformer,  # noqa: E402
-                                         load_face_transformer_file)
+from attnmesh.registry import create_model  # noqa: E402
+from attnmesh.runtime.base import CropLandmarkRunner  # noqa: E402
+from attnmesh.runtime.pytorch import TorchLandmarkRunner  # noqa: E402
+from attnmesh.weights.checkpoints import load_face_transformer_file  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 VAL_VIDEOS = ("talking-d14.mp4", "multi-face-640x360.mp4")
@@ -86,11 +87,11 @@ def stats(e: np.ndarray) -> dict[str, float]:
             "p95": float(np.percentile(e, 95))}
 
 
-class OrtStudent(TransformerLandmarkModel):
+class OrtStudent(CropLandmarkRunner):
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
-        from attnmesh.backends.onnxruntime import session_options
+        from attnmesh.runtime.onnxruntime import session_options
 
         self.refine, self.num_landmarks, self.device = True, 478, torch.device("cpu")
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
@@ -218,15 +219,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     header = describe()
     print(header, f"; {a.threads} thread(s)")
-    model = load_face_transformer_file(a.checkpoint) if a.checkpoint else load_face_transformer("xs")
+    model = load_face_transformer_file(a.checkpoint) if a.checkpoint else create_model("face_transformer_xs")
     previous = load_face_transformer_file(a.previous) if a.previous else None
-    teacher = LandmarkModel(refine=True)
-    student = TransformerLandmarkModel(model=model)
+    teacher = TorchLandmarkRunner("attention_mesh")
+    student = TorchLandmarkRunner("face_transformer_xs", net=model)
     detector = FaceDetector()
 
     from research.face_transformer.data import Cache, make_batch, Augment
     from research.face_transformer.distill import mean_shape
-    from attnmesh.transformer.export import export_face_transformer, quantize_dynamic_int8, quantize_static_int8
+    from attnmesh.export.transformer import export_face_transformer, quantize_dynamic_int8, quantize_static_int8
 
     cache = Cache(a.cache)
     train_faces = np.nonzero((cache.split == "train") & cache.is_face & (cache.score >= 0.5))[0]
@@ -238,12 +239,12 @@ def main() -> None:
                        np.random.default_rng(0))["image"]
     static = quantize_static_int8(fp32, tmp / "ft.int8-static.onnx", calib)
     students = {"transformer torch fp32": student,
-                "transformer torch fp32, mirror-averaged": TransformerLandmarkModel(model=model, mirror_average=True),
+                "transformer torch fp32, mirror-averaged": TorchLandmarkRunner("face_transformer_xs", net=model, mirror_average=True),
                 "transformer ORT fp32": OrtStudent(fp32, a.threads),
                 "transformer ORT INT8 dynamic": OrtStudent(dyn, a.threads),
                 "transformer ORT INT8 static": OrtStudent(static, a.threads)}
     if previous is not None:
-        students[PREVIOUS] = TransformerLandmarkModel(model=previous)
+        students[PREVIOUS] = TorchLandmarkRunner("face_transformer_xs", net=previous)
     report: dict = {"machine": header, "threads": a.threads,
                     "weights": str(a.checkpoint) if a.checkpoint else "shipped face_transformer_xs",
                     "sizes_MB": {"onnx fp32": fp32.stat().st_size / 1e6, "onnx int8 dynamic": dyn.stat().st_size / 1e6,
@@ -271,7 +272,7 @@ def main() -> None:
     report["expression_held_out"] = expression(model, cache)
 
     # speed, model only, batch 1
-    from attnmesh.backends.onnxruntime import OrtGraph
+    from attnmesh.runtime.onnxruntime import OrtGraph
     from attnmesh.export.onnx import build_module, default_cache_dir
 
     x192 = torch.rand(1, 3, 192, 192)

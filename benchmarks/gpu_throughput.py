@@ -1,4 +1,4 @@
-"""Throughput of the batched predictor (:mod:`attnmesh.backends.gpu`): faces/s against batch size, model only
+"""Throughput of the batched predictor (:mod:`attnmesh.runtime.gpu`): faces/s against batch size, model only
 and end to end, peak memory, and the half-precision deviation from float32 on real faces.
 
     python benchmarks/gpu_throughput.py                      # on a CUDA machine: batch 1 ... 1024, fp32 + fp16
@@ -41,9 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from attnmesh.backends.gpu import GpuLandmarkPredictor, crop_rois  # noqa: E402
+from attnmesh.runtime.gpu import GpuLandmarkPredictor, crop_rois  # noqa: E402
 from attnmesh.models.detector import decode_boxes, scores_from_logits  # noqa: E402
-from attnmesh.pipeline.face_detector import NMS_IOU, FaceDetector  # noqa: E402
+from attnmesh.runtime.detector import NMS_IOU, FaceDetector  # noqa: E402
 from attnmesh.pipeline.tracking import ROI_SCALE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

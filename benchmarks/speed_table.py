@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from attnmesh.backends.onnxruntime import OrtGraph  # noqa: E402
+from attnmesh.runtime.onnxruntime import OrtGraph  # noqa: E402
 from attnmesh.export.onnx import build_module, default_cache_dir, export_all  # noqa: E402
 
 MODELS = {"face_landmark": 192, "iris_landmark": 64, "attention_mesh": 192}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from attnmesh import topology
-from attnmesh.pipeline.cascade import CascadeLandmarkModel
-from attnmesh.pipeline.face_detector import FaceDetector
+from attnmesh.runtime.cascade import TorchCascadeRunner
+from attnmesh.runtime.detector import FaceDetector
 from attnmesh.pipeline.tracking import roi_from_detection
 from reference import photo_paths, read_rgb
 
@@ -41,7 +41,7 @@ def assert_cascade_matches_torch(cascade, images: list[np.ndarray], rois: list[l
     """The face_landmark + iris cascade against the torch one: the mesh within PX_TOL of the 192x192 crop; eye
     and iris points within a median 2% of a crop pixel (MediaPipe's eye crop rounds its ROI to whole pixels,
     so an eye crop can move by a pixel between backends); the same presence scores."""
-    ref = CascadeLandmarkModel()
+    ref = TorchCascadeRunner()
     eyes = np.zeros(478, bool)
     eyes[list(topology.RIGHT_EYE) + list(topology.LEFT_EYE)] = True
     eyes[468:] = True

@@ -15,7 +15,7 @@ from attnmesh.geometry.roi import Roi, crop_image, project_to_image, rotation_fr
 from attnmesh.models.attention_mesh import AttentionMesh
 from attnmesh.models.cascade import CascadeMesh
 from attnmesh.models.iris import IrisLandmarkModel
-from attnmesh.pipeline.cascade import CascadeLandmarkModel, crop_eye, eye_roi
+from attnmesh.runtime.cascade import TorchCascadeRunner, crop_eye, eye_roi
 from attnmesh.weights import load_model_weights, read_manifest
 from reference import interocular, read_pts, read_rgb, w300_paths
 
@@ -34,9 +34,9 @@ def roi_from_annotation(points: np.ndarray) -> Roi:
 
 
 @pytest.fixture(scope="module")
-def cascade() -> CascadeLandmarkModel:
+def cascade() -> TorchCascadeRunner:
     torch.set_num_threads(1)
-    return CascadeLandmarkModel()
+    return TorchCascadeRunner()
 
 
 def test_iris_network_matches_tflite_interpreter() -> None:
@@ -74,12 +74,12 @@ def test_iris_conversion_reproduces_shipped_weights(tmp_path: Path) -> None:
     assert len(entry["tensors"]) == len(IrisLandmarkModel().state_dict())
 
 
-def test_cascade_without_faces(cascade: CascadeLandmarkModel) -> None:
+def test_cascade_without_faces(cascade: TorchCascadeRunner) -> None:
     landmarks, scores = cascade.predict(np.zeros((64, 64, 3), np.uint8), [])
     assert landmarks.shape == (0, 478, 3) and scores.shape == (0,)
 
 
-def test_cascade_irises_agree_with_attention_mesh(cascade: CascadeLandmarkModel) -> None:
+def test_cascade_irises_agree_with_attention_mesh(cascade: TorchCascadeRunner) -> None:
     """Same face ROIs for both; iris centres (468: subject's right, 473: left) within 5% of the
     inter-ocular distance, except where the eyes are hidden (one image has sunglasses)."""
     attention = load_model_weights(AttentionMesh(), "attention_mesh").eval()
@@ -102,7 +102,7 @@ def test_cascade_irises_agree_with_attention_mesh(cascade: CascadeLandmarkModel)
     assert (errors < 0.05).mean() >= 0.95, np.sort(errors)[-5:]
 
 
-def test_cascade_eyes_are_on_their_sides(cascade: CascadeLandmarkModel) -> None:
+def test_cascade_eyes_are_on_their_sides(cascade: TorchCascadeRunner) -> None:
     """Against 300-W ground truth: each iris lands in its own eye (subject's sides), and its centre is the
     middle of its 4 contour points."""
     path = w300_paths(5)[2]
@@ -126,7 +126,7 @@ def test_cascade_mesh_matches_runner_on_a_face_crop() -> None:
     load_model_weights(model.face, "face_landmark")
     load_model_weights(model.iris, "iris_landmark")
     model.eval()
-    bilinear = CascadeLandmarkModel(eye_crop="bilinear")
+    bilinear = TorchCascadeRunner(eye_crop="bilinear")
     for path in w300_paths(40)[:3]:
         image = read_rgb(path)
         crop = crop_image(image, roi_from_annotation(read_pts(path.with_suffix(".pts"))), 192)

@@ -14,7 +14,7 @@ import torch
 import attnmesh
 from attnmesh.convert.__main__ import CONVERTERS, _default_models_dir
 from attnmesh.models.detector import BlazeFace, decode_boxes, ssd_anchors
-from attnmesh.pipeline.face_detector import weighted_nms
+from attnmesh.runtime.detector import weighted_nms
 from attnmesh.weights import load_model_weights
 from reference import SHARED, photo_paths, read_rgb, reference_detections
 

@@ -12,15 +12,15 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from attnmesh.backends import make_landmark_model, resolve_backend  # noqa: E402
-from attnmesh.backends.gpu import crop_rois, project_points, rois_tensor  # noqa: E402
-from attnmesh.backends.onnxruntime import (OrtCascadeLandmarkModel, OrtFaceDetector, OrtGraph,  # noqa: E402
-                                           OrtLandmarkModel)
+from attnmesh.runtime import make_landmark_runner, resolve_backend  # noqa: E402
+from attnmesh.runtime.gpu import crop_rois, project_points, rois_tensor  # noqa: E402
+from attnmesh.runtime.onnxruntime import (OrtCascadeRunner, OrtFaceDetector, OrtGraph,  # noqa: E402
+                                           OrtLandmarkRunner)
 from attnmesh.export.onnx import GRAPHS, build_module, decompose_prelu, export_all  # noqa: E402
 from attnmesh.export.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
                                       split_images, to_input)
 from attnmesh.geometry.roi import Roi, crop_image, project_to_image  # noqa: E402
-from attnmesh.pipeline.face_mesh import LandmarkModel  # noqa: E402
+from attnmesh.runtime.pytorch import TorchLandmarkRunner  # noqa: E402
 from backend_checks import (PX_TOL, assert_cascade_matches_torch, assert_detector_matches_torch,  # noqa: E402
                             photos_and_rois as photos_and_rois_of_photos)
 from reference import W300  # noqa: E402
@@ -92,10 +92,10 @@ def test_onnx_graph_matches_pytorch(model_dir, name: str) -> None:
         np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("refine", [True, False])
-def test_ort_landmark_runner_matches_torch_on_photos(model_dir, photos_and_rois, refine: bool) -> None:
+@pytest.mark.parametrize("model", ["attention_mesh", "face_landmark", "attention_mesh_300w"])
+def test_ort_landmark_runner_matches_torch_on_photos(model_dir, photos_and_rois, model: str) -> None:
     """Same landmarks within 1e-3 px of the 192x192 crop, i.e. 1e-3 * roi.size / 192 image pixels."""
-    torch_model, ort_model = LandmarkModel(refine=refine), OrtLandmarkModel(refine=refine, model_dir=model_dir)
+    torch_model, ort_model = TorchLandmarkRunner(model), OrtLandmarkRunner(model, model_dir=model_dir)
     assert (ort_model.input_size, ort_model.num_landmarks) == (torch_model.input_size, torch_model.num_landmarks)
     for image, rois in zip(*photos_and_rois):
         crops = torch_model.crop(image, rois)
@@ -117,7 +117,7 @@ def test_ort_detector_matches_torch(model_dir, photos_and_rois) -> None:
 
 
 def test_ort_cascade_matches_torch(model_dir, photos_and_rois) -> None:
-    assert_cascade_matches_torch(OrtCascadeLandmarkModel(model_dir=model_dir), *photos_and_rois)
+    assert_cascade_matches_torch(OrtCascadeRunner(model_dir=model_dir), *photos_and_rois)
 
 
 def test_backend_factory() -> None:
@@ -127,8 +127,8 @@ def test_backend_factory() -> None:
     with pytest.raises(ValueError):
         resolve_backend("tflite")
     with pytest.raises(ValueError, match="0.5% bar"):
-        make_landmark_model(precision="int8")
-    assert isinstance(make_landmark_model(backend="torch"), LandmarkModel)
+        make_landmark_runner(precision="int8")
+    assert isinstance(make_landmark_runner(backend="torch"), TorchLandmarkRunner)
 
 
 @pytest.mark.skipif(not W300.is_dir(), reason="needs ../shared/data/300w-train")
@@ -142,7 +142,7 @@ def test_int8_deviation_on_held_out_images(model_dir) -> None:
     held, _ = face_crops(held_paths, 6)
     q = quantize_attention_mesh(model_dir / "attention_mesh.onnx", model_dir / "attention_mesh.int8.onnx", calib)
     fp32 = OrtGraph("attention_mesh", model_dir)(to_input(held))[0]
-    int8 = OrtLandmarkModel(model_dir=model_dir, precision="int8").run(held)[0]
+    int8 = OrtLandmarkRunner(model_dir=model_dir, precision="int8").run(held)[0]
     assert q.is_file() and int8.shape == fp32.shape
     dev = 100 * iod_deviation(int8, fp32)
     assert dev.mean() < 2.5 and dev.max() < 5.0, dev

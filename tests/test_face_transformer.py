@@ -471,7 +471,7 @@ def test_onnx_export_parity(tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from attnmesh.transformer.export import OUTPUTS, export_face_transformer
+    from attnmesh.export.transformer import OUTPUTS, export_face_transformer
 
     torch.manual_seed(0)
     models = {"random": FaceTransformer("xs", refine_steps=2).eval()}
@@ -479,9 +479,9 @@ def test_onnx_export_parity(tmp_path):
         for refiner in models["random"].refiners:
             refiner.weight.normal_(std=0.3)
     try:
-        from attnmesh.transformer.runner import load_face_transformer
+        from attnmesh.registry import create_model
 
-        models["shipped"] = load_face_transformer("xs")
+        models["shipped"] = create_model("face_transformer_xs")
     except WeightsError:
         pass
     x = torch.rand(3, 3, 128, 128)
@@ -506,17 +506,14 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
     constant predictor (the mean of the held-out teacher shapes themselves), and it runs in FaceMesh."""
     import cv2
 
-    from attnmesh.pipeline.face_mesh import FaceMesh, LandmarkModel
+    from attnmesh.pipeline.face_mesh import FaceMesh
     from attnmesh.pipeline.tracking import roi_from_detection
-    from attnmesh.transformer.runner import TransformerLandmarkModel, weights_name
-    from attnmesh.weights import read_manifest
+    from attnmesh.runtime.pytorch import TorchLandmarkRunner
 
-    if weights_name("xs") not in read_manifest()["models"]:
-        pytest.skip("no shipped face_transformer_xs weights")
-    student = TransformerLandmarkModel("xs")
-    averaged = TransformerLandmarkModel("xs", mirror_average=True)
-    teacher = LandmarkModel(refine=True)
-    from attnmesh.pipeline.face_detector import FaceDetector
+    student = TorchLandmarkRunner("face_transformer_xs")
+    averaged = TorchLandmarkRunner("face_transformer_xs", mirror_average=True)
+    teacher = TorchLandmarkRunner("attention_mesh")
+    from attnmesh.runtime.detector import FaceDetector
 
     det = FaceDetector()
     t_all, s_all, a_all = [], [], []
@@ -553,8 +550,7 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
     a = np.concatenate(a_all)
     e_mirrored, e_averaged = err(2 * a - s), err(a)
     assert e_mirrored < 0.03 and e_averaged < 1.03 * e_student, (e_mirrored, e_averaged, e_student)
-    with FaceMesh(static_image_mode=True, backend="torch") as fm:
-        fm.landmark_model = student
+    with FaceMesh(static_image_mode=True, backend="torch", model=student) as fm:
         faces = fm.process(cv2.cvtColor(cv2.imread(str(DATA / "photos" / "face-biden.jpg")), cv2.COLOR_BGR2RGB))
     assert len(faces) == 1 and faces[0].landmarks.shape == (478, 3)
 
@@ -566,8 +562,8 @@ def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_pat
     import subprocess
     import sys
 
+    from attnmesh.weights.checkpoints import load_face_transformer_file
     from research.face_transformer.distill import save_checkpoint
-    from attnmesh.transformer.runner import load_face_transformer_file
     from research.face_transformer.soup import average
 
     models = []
@@ -670,7 +666,7 @@ def test_face_transformer_ship_keeps_the_landmark_bias_float32(tmp_path):
 
     from safetensors import safe_open
 
-    from attnmesh.transformer.runner import load_face_transformer_file
+    from attnmesh.weights.checkpoints import load_face_transformer_file
     from attnmesh.weights import sha256_file
     from research.face_transformer.distill import save_checkpoint
     from research.face_transformer.ship import main
@@ -685,6 +681,7 @@ def test_face_transformer_ship_keeps_the_landmark_bias_float32(tmp_path):
     assert entry["sha256"] == sha256_file(file) and (entry["input_size"], entry["refine_dim"]) == (128, 64)
     with safe_open(str(file), "pt") as f:
         dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+        assert f.metadata() == {"architecture": "face_transformer", "model": "face_transformer_xs", "input_size": "128"}
     assert dtypes.pop("landmark_out.bias") == torch.float32
     assert {d for d in dtypes.values() if d.is_floating_point} == {torch.float16}
     stored = load_face_transformer_file(file)
@@ -702,7 +699,7 @@ def test_recipe_runs_stages_a_soup_and_ship(tmp_path, small_views_cache):
     import json
     import shutil
 
-    from attnmesh.transformer.runner import load_face_transformer_file
+    from attnmesh.weights.checkpoints import load_face_transformer_file
     from research.face_transformer.recipe import load_recipe, run_step
 
     shutil.copytree(small_views_cache, tmp_path / "cache")

@@ -103,7 +103,7 @@ def _face_crops(n: int) -> torch.Tensor:
     for p in photo_paths()[:n]:
         image = read_rgb(p)
         faces = fm.process(image)
-        crops.append(fm.landmark_model.crop(image, [faces[0].roi])[0])
+        crops.append(fm.landmark_runner.crop(image, [faces[0].roi])[0])
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
 
 

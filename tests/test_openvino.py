@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from attnmesh.backends import make_landmark_model, resolve_backend
-from attnmesh.backends.openvino import (BATCH_BUCKETS, OvCascadeLandmarkModel, OvFaceDetector, OvGraph,
-                                        OvLandmarkModel, OvTransformerLandmarkModel, graph_spec)
+from attnmesh.runtime import make_landmark_runner, resolve_backend
+from attnmesh.runtime.openvino import (BATCH_BUCKETS, OvCascadeRunner, OvFaceDetector, OvGraph,
+                                        OvLandmarkRunner, OvTransformerRunner, graph_spec)
 from attnmesh.geometry.roi import crop_image
-from attnmesh.pipeline.face_detector import FaceDetector
-from attnmesh.pipeline.face_mesh import LandmarkModel
-from attnmesh.transformer.runner import TransformerLandmarkModel
+from attnmesh.runtime.detector import FaceDetector
+from attnmesh.runtime.pytorch import TorchLandmarkRunner
 from backend_checks import (PX_TOL, assert_cascade_matches_torch, assert_detector_matches_torch,
                             photos_and_rois as photos_and_rois_of_photos)
 
@@ -37,13 +36,12 @@ def photos_and_rois():
     return photos_and_rois_of_photos()
 
 
-@pytest.mark.parametrize("weights", ["attention_mesh", "attention_mesh_300w", None])
-def test_landmark_runner_matches_torch_on_photos(ir_dir, photos_and_rois, weights: str | None) -> None:
-    """The Attention Mesh (shipped and fine-tuned weights) and face_landmark (None): the same crops give the
+@pytest.mark.parametrize("model", ["attention_mesh", "attention_mesh_300w", "face_landmark"])
+def test_landmark_runner_matches_torch_on_photos(ir_dir, photos_and_rois, model: str) -> None:
+    """The Attention Mesh (shipped and fine-tuned weights) and face_landmark: the same crops give the
     same landmarks within 1e-3 px of the 192x192 crop, and the same presence scores."""
-    refine = weights is not None
-    torch_model = LandmarkModel(refine=refine, weights=weights or "attention_mesh")
-    ov_model = OvLandmarkModel(refine=refine, weights=weights or "attention_mesh", model_dir=ir_dir)
+    torch_model = TorchLandmarkRunner(model)
+    ov_model = OvLandmarkRunner(model, model_dir=ir_dir)
     assert (ov_model.input_size, ov_model.num_landmarks) == (torch_model.input_size, torch_model.num_landmarks)
     for image, rois in zip(*photos_and_rois):
         crops = torch_model.crop(image, rois)
@@ -59,7 +57,7 @@ def test_batches_are_padded_to_buckets_and_split_past_the_largest(ir_dir, photos
     """A batch of 3 runs padded to 4, one of largest bucket + 6 runs in two parts: each face's answer equals
     its answer at batch 1 (the padding never leaks into real rows)."""
     images, rois = photos_and_rois
-    model = OvLandmarkModel(model_dir=ir_dir)
+    model = OvLandmarkRunner(model_dir=ir_dir)
     crops = np.concatenate([model.crop(im, r) for im, r in zip(images, rois)])[:3]
     single = [model.run(c[None]) for c in crops]
     batch3 = model.run(crops)
@@ -79,12 +77,12 @@ def test_detector_matches_torch(ir_dir, photos_and_rois) -> None:
 
 
 def test_cascade_matches_torch(ir_dir, photos_and_rois) -> None:
-    assert_cascade_matches_torch(OvCascadeLandmarkModel(model_dir=ir_dir), *photos_and_rois)
+    assert_cascade_matches_torch(OvCascadeRunner(model_dir=ir_dir), *photos_and_rois)
 
 
 def test_face_transformer_matches_torch(ir_dir, photos_and_rois) -> None:
     images, rois = photos_and_rois
-    ours, ref = OvTransformerLandmarkModel(model_dir=ir_dir), TransformerLandmarkModel()
+    ours, ref = OvTransformerRunner(model_dir=ir_dir), TorchLandmarkRunner("face_transformer_xs")
     assert ours.input_size == ref.input_size
     crops = np.concatenate([np.stack([crop_image(im, roi, ref.input_size) for roi in r]) for im, r in
                             zip(images, rois) if r])
@@ -108,11 +106,11 @@ def test_auto_is_openvino_on_cpu_and_other_devices_are_refused() -> None:
     assert resolve_backend("auto", "cpu") == "openvino"
     assert resolve_backend("auto", "cuda") == "torch"
     with pytest.raises(ValueError, match="runs on the CPU"):
-        make_landmark_model(device="cuda", backend="openvino")
+        make_landmark_runner(device="cuda", backend="openvino")
     with pytest.raises(ValueError, match="uint8"):
-        OvLandmarkModel().run(np.zeros((1, 192, 192, 3), np.float32))
+        OvLandmarkRunner().run(np.zeros((1, 192, 192, 3), np.float32))
     floats = torch.rand(1, 3, 192, 192)  # a float NCHW tensor in [0, 1] is taken back to uint8 NHWC
-    assert OvLandmarkModel().run(floats)[0].shape == (1, 478, 3)
+    assert OvLandmarkRunner().run(floats)[0].shape == (1, 478, 3)
 
 
 def test_importing_attnmesh_with_openvino_sends_no_telemetry(tmp_path) -> None:
@@ -120,7 +118,7 @@ def test_importing_attnmesh_with_openvino_sends_no_telemetry(tmp_path) -> None:
     code = ("import sys, numpy as np, attnmesh\n"
             "fm = attnmesh.FaceMesh(static_image_mode=True)\n"
             "fm.process(np.zeros((64, 64, 3), np.uint8))\n"
-            "assert type(fm.landmark_model).__name__ == 'OvLandmarkModel', type(fm.landmark_model)\n"
+            "assert type(fm.landmark_runner).__name__ == 'OvLandmarkRunner', type(fm.landmark_runner)\n"
             "bad = sorted(m for m in sys.modules if 'telemetry' in m or m.startswith('openvino.tools'))\n"
             "assert not bad, bad\n")
     env = {"ATTNMESH_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -136,7 +134,7 @@ def test_threads_starting_inference_together_do_not_hang(ir_dir) -> None:
     # fault on a half-written file: that is not what this test is about)
     OvGraph(graph_spec("face_detection_short_range"), threads=1, directory=ir_dir)(np.zeros((1, 128, 128, 3), np.uint8))
     code = ("import sys, threading, numpy as np\n"
-            "from attnmesh.backends.openvino import OvGraph, graph_spec\n"
+            "from attnmesh.runtime.openvino import OvGraph, graph_spec\n"
             "gate = threading.Barrier(2)\n"
             "def work():\n"
             "    graph = OvGraph(graph_spec('face_detection_short_range'), threads=1, directory=sys.argv[1])\n"

@@ -237,6 +237,7 @@ def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> No
                                                                                "attention_mesh", "my faces")
     with safe_open(str(file), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert f.metadata() == {"architecture": "attention_mesh", "source": "attnmesh train my.toml, step 7"}
     half = load_net(str(file)).eval()
     expected = {k: v.half().float() for k, v in net.state_dict().items()}
     assert all(torch.equal(half.state_dict()[k], expected[k]) for k in expected)

@@ -164,16 +164,16 @@ class _Teacher:
 
     def __init__(self, threads: int = 1) -> None:
         try:
-            from attnmesh.backends.onnxruntime import OrtFaceDetector, OrtLandmarkModel
+            from attnmesh.runtime.onnxruntime import OrtFaceDetector, OrtLandmarkRunner
 
             self.detector = OrtFaceDetector(0.5, threads=threads)
-            self.mesh = OrtLandmarkModel(refine=True, threads=threads)
+            self.mesh = OrtLandmarkRunner("attention_mesh", threads=threads)
         except ImportError:
-            from attnmesh.pipeline.face_detector import FaceDetector
-            from attnmesh.pipeline.face_mesh import LandmarkModel
+            from attnmesh.runtime.detector import FaceDetector
+            from attnmesh.runtime.pytorch import TorchLandmarkRunner
 
             self.detector = FaceDetector(0.5)
-            self.mesh = LandmarkModel(refine=True)
+            self.mesh = TorchLandmarkRunner("attention_mesh")
 
     def detect(self, image: np.ndarray) -> list[Roi]:
         from attnmesh.pipeline.tracking import roi_from_detection
@@ -232,7 +232,7 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
     labels are the teacher's output on that exact crop, not a transformed copy; ``view_teacher_flip`` holds its
     answer on the mirrored crop, mirrored back into the unmirrored frame and landmark order (so that
     :func:`make_batch`'s mirroring of an input gives back exactly the teacher's answer on it)."""
-    from attnmesh.eval.maps import mirror_478
+    from attnmesh.topology import mirror_478
 
     mirror = mirror_478() if rng is not None else None
     out = []

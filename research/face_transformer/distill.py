@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnmesh.eval.maps import mirror_478
 from attnmesh.models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from attnmesh.topology import mirror_478
 from attnmesh.train.trainer import build_config, read_config_file
-from attnmesh.transformer.runner import model_from_checkpoint, read_checkpoint
 from attnmesh.weights import read_weights_file
+from attnmesh.weights.checkpoints import model_from_checkpoint, read_checkpoint
 
 from .composite import BETWEEN_VIEWS
 from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, MORPHED_SOURCE, ROTATED_SOURCE,
@@ -149,9 +149,9 @@ def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print)
 
 def save_checkpoint(model: FaceTransformer, step: int, path: Path) -> None:
     """Weights, size, input size and step (the point-refiner settings are read off the weights on loading,
-    :func:`attnmesh.transformer.runner.read_checkpoint`)."""
-    torch.save({"model": model.state_dict(), "size": model.size, "input_size": model.input_size, "step": step},
-               path)
+    :func:`attnmesh.weights.checkpoints.read_checkpoint`)."""
+    torch.save({"architecture": "face_transformer", "model": model.state_dict(), "size": model.size,
+                "input_size": model.input_size, "step": step}, path)
 
 
 def spoof_loss(logit: torch.Tensor, is_spoof: torch.Tensor) -> torch.Tensor:
@@ -258,7 +258,7 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     detector_view = cache.views.shape[1] > DETECTOR_VIEW
-    if cfg.init:
+    if cfg.init and len(val_idx):
         err0 = evaluate_landmarks(model, cache, val_idx)
         msg = f"continuing from {cfg.init}: validation mean {100 * err0.mean():.3f}% IOD"
         if detector_view:

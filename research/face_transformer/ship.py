@@ -19,7 +19,7 @@ from pathlib import Path
 
 from attnmesh.models.face_transformer import FaceTransformer
 from attnmesh.train.ship import store_float16
-from attnmesh.transformer.runner import model_from_checkpoint, read_checkpoint
+from attnmesh.weights.checkpoints import model_from_checkpoint, read_checkpoint
 from attnmesh.weights import MANIFEST_NAME
 
 FLOAT32_KEYS = ("landmark_out.bias",)
@@ -37,7 +37,8 @@ def ship(checkpoint: Path, recipes: list[str], steps: list[int], minutes: float,
     model = model_from_checkpoint(ck)
     name = f"face_transformer_{ck['size']}"
     return store_float16(
-        model, name, lambda: FaceTransformer(ck["size"], ck["input_size"], **arch), model.input_size,
+        model, name, "face_transformer", lambda: FaceTransformer(ck["size"], ck["input_size"], **arch),
+        model.input_size,
         fields={"input_size": model.input_size, **arch},
         fine_tuned={"from": "attention_mesh", "recipe": recipes[0] if len(recipes) == 1 else recipes,
                     **({"recipe_stages": stages} if stages is not None else {}),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from attnmesh.transformer.runner import read_checkpoint
+from attnmesh.weights.checkpoints import read_checkpoint
 
 ARCHITECTURE = ("size", "input_size", "refine_dim", "refine_steps")
 
@@ -39,8 +39,9 @@ def average(paths: list[Path]) -> dict:
             state[k] = torch.stack([ck["model"][k].float() for ck in cks]).mean(0)
         else:
             state[k] = v.clone()
-    return {"model": state, "size": cks[0]["size"], "input_size": cks[0]["input_size"],
-            "step": sum(int(ck.get("step", 0)) for ck in cks), "soup": [str(p) for p in paths]}
+    return {"architecture": "face_transformer", "model": state, "size": cks[0]["size"],
+            "input_size": cks[0]["input_size"], "step": sum(int(ck.get("step", 0)) for ck in cks),
+            "soup": [str(p) for p in paths]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -109,7 +109,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, 
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` synthetic items appended: ``make``
     draws each item's crop, views and meta from the usable faces (:func:`usable_faces`) of its split, and every
     view is labelled by the teacher (:func:`label_views`). Progress goes to ``log``."""
-    from attnmesh.eval.maps import mirror_478
+    from attnmesh.topology import mirror_478
 
     cache = check_build(cache_dir, out, train, val, min_views)
     rng = np.random.default_rng(seed)

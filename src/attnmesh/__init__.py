@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["FaceMesh", "FaceDetector", "Face", "Detection", "Roi", "load_image", "__version__"]
+__all__ = ["FaceMesh", "FaceDetector", "Face", "Detection", "Roi", "load_image", "list_models", "create_model",
+           "__version__"]
 
 if TYPE_CHECKING:
     from .geometry.roi import Roi
     from .io import load_image
-    from .pipeline.face_detector import FaceDetector
+    from .runtime.detector import FaceDetector
     from .pipeline.face_mesh import FaceMesh
-    from .pipeline.results import Detection, Face
+    from .registry import create_model, list_models
+    from .results import Detection, Face
 
-_LAZY = {"FaceMesh": ".pipeline.face_mesh", "FaceDetector": ".pipeline.face_detector",
-         "Face": ".pipeline.results", "Detection": ".pipeline.results", "Roi": ".geometry.roi",
-         "load_image": ".io"}
+_LAZY = {"FaceMesh": ".pipeline.face_mesh", "FaceDetector": ".runtime.detector",
+         "Face": ".results", "Detection": ".results", "Roi": ".geometry.roi", "load_image": ".io",
+         "list_models": ".registry", "create_model": ".registry"}
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,9 @@ from typing import Any
 
 from . import __version__
 from .apps.commands import add_makeup, add_puppet, run_makeup, run_puppet
-from .backends import BACKENDS
+from .options import BACKENDS
+from .registry import get_model_spec, list_models, model_names
+from .topology import NUM_MESH_LANDMARKS
 from .cli_args import (PROG, CliError, InputFiles, _nonnegative_float, _positive_int, _unit_float, face_mesh,
                        print_error, refuse_same_output, say)
 from .ray import RAY_WORKERS_HELP, add_engine_options, ray_engine
@@ -75,17 +77,22 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (default: auto = OpenVINO on CPU, torch on other devices)")
-    p.add_argument("--model", choices=("attention", "cascade", "attention_mesh_300w", "transformer"),
-                   default="attention",
-                   help="landmark model: the Attention Mesh, the paper's face mesh + iris cascade, the Attention "
-                        "Mesh fine-tuned on 300-W (torch backend), or the distilled face transformer "
-                        "(docs/model_card_face_transformer.md)")
+    p.add_argument("--model", choices=model_names(), default="attention_mesh", metavar="MODEL",
+                   help="landmark model, a registered name (default: attention_mesh): "
+                        + "; ".join(f"{name}: {get_model_spec(name).summary}" for name in list_models())
+                        + " (aliases: attention, transformer)")
 
 
 def _open_writer(target: str, args: argparse.Namespace) -> Any:
     from .outputs import open_writer
 
-    return open_writer(target, 468 if args.no_refine else 478)  # OutputError: one line, exit code 1
+    return open_writer(target, num_landmarks(args))  # OutputError: one line, exit code 1
+
+
+def num_landmarks(args: argparse.Namespace) -> int:
+    """Landmarks per face that the command's options give (468 with --no-refine or the base mesh)."""
+    spec = get_model_spec(getattr(args, "model", "attention_mesh"))
+    return NUM_MESH_LANDMARKS if args.no_refine and spec.name == "attention_mesh" else spec.num_landmarks
 
 
 def _commit(*writers: Any) -> None:
@@ -620,7 +627,7 @@ def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int |
     return face_mesh(args, static_image_mode=static, max_num_faces=args.max_faces,
                      refine_landmarks=not args.no_refine, min_detection_confidence=args.min_detection_confidence,
                      min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
-                     backend=getattr(args, "backend", "auto"), model=getattr(args, "model", "attention"),
+                     backend=getattr(args, "backend", "auto"), model=getattr(args, "model", "attention_mesh"),
                      num_threads=num_threads)
 
 
@@ -634,7 +641,7 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     runs in parallel too, which threads in one process could not do (two threads reached about 1.1 cores).
     Each image's faces are what a lone ``FaceMesh`` gives it: no result depends on the number of workers or
     on the batch size."""
-    from .backends import default_threads, device_type
+    from .runtime import default_threads, device_type
 
     on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
     workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())

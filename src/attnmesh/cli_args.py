@@ -145,7 +145,7 @@ def face_mesh(args: argparse.Namespace, **options: Any) -> Any:
     usable here, or an argument FaceMesh refuses, is a usage error (one line, exit code 2); any other failure
     to set it up (e.g. corrupt weights) one line with exit code 1. ``--debug`` re-raises."""
     import attnmesh
-    from attnmesh.pipeline.options import check_backend, check_device
+    from attnmesh.options import check_backend, check_device
 
     device = getattr(args, "device", "cpu")
     debug = getattr(args, "debug", False)

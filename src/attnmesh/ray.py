@@ -123,10 +123,10 @@ class FaceMeshPredictor:
     """
 
     def __init__(self, *, max_faces: int = 5, refine_landmarks: bool = True, min_detection_confidence: float = 0.5,
-                 device: str = "cpu", backend: str = "auto", model: str = "attention", batch_size: int | None = None,
+                 device: str = "cpu", backend: str = "auto", model: str = "attention_mesh", batch_size: int | None = None,
                  root: str | os.PathLike | None = None) -> None:
         from . import cli
-        from .backends import device_type
+        from .runtime import device_type
         from .outputs import parquet_schema
 
         if batch_size is None:  # as attnmesh images: 1, or 8 on the torch backend (large per-call overhead)
@@ -141,7 +141,7 @@ class FaceMeshPredictor:
         except CliError as e:
             raise RuntimeError(str(e)) from None
         self.root = None if root is None else os.fspath(root)
-        self.schema = parquet_schema(468 if self.args.no_refine else 478)
+        self.schema = parquet_schema(cli.num_landmarks(self.args))
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -611,10 +611,11 @@ def video_table(video: str, options: Mapping[str, Any], root: str | None = None)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .cli import run_video
+    from .cli import num_landmarks, run_video
     from .outputs import error_record, parquet_schema, rows
 
-    schema = parquet_schema(468 if options.get("no_refine") else 478)
+    schema = parquet_schema(num_landmarks(argparse.Namespace(no_refine=bool(options.get("no_refine")),
+                                                             model=options.get("model", "attention_mesh"))))
     problem = None
     with tempfile.TemporaryDirectory(prefix="attnmesh-video-") as tmp:
         if is_uri(video):

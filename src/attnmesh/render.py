@@ -18,7 +18,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from .pipeline.results import Face
+from .results import Face
 
 # RGB colours
 TESSELATION_COLOR = (192, 192, 192)

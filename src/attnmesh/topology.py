@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+import numpy as np
+
 _DATA = json.loads(resources.files("attnmesh").joinpath("data/face_regions.json").read_text())
 
 NUM_MESH_LANDMARKS: int = _DATA["num_mesh_landmarks"]  # 468
@@ -38,3 +40,11 @@ LIPS_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 
 RIGHT_EYE_OUTER_CORNER = 33
 LEFT_EYE_OUTER_CORNER = 263
+
+
+def mirror_478() -> np.ndarray:
+    """(478,) left/right permutation of the refined mesh: ``perm[i]`` is the vertex that is the mirror image of
+    vertex ``i`` (nearest canonical-face vertex to (-x, y, z), iris slots swapped); an involution. Mirror a
+    face with ``flip_x(points)[perm]``."""
+    data = json.loads(resources.files("attnmesh").joinpath("data/landmark_maps.json").read_text())
+    return np.asarray(data["mirror_478"], np.int64)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attnmesh
-from attnmesh.pipeline.face_detector import weighted_nms
+from attnmesh.runtime.detector import weighted_nms
 
 from ._support import SMALL_PHOTO
 

@@ -29,42 +29,24 @@ def _box(points: np.ndarray) -> tuple[float, float, float, float]:
     return (float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max()))
 
 
-TRANSFORMER_NAMES = ("transformer", "face_transformer_xs")
-
-
-def _is_face_transformer_file(path: str) -> bool:
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, "pt") as f:
-            return "landmark_out.weight" in f.keys()
-    if path.endswith(".pt"):
-        import torch
-
-        # mmap: only the key names are needed here, the weights are read once, by the runner
-        return "landmark_out.weight" in torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
-            "model", {})
-    return False
-
-
 def landmark_runner(model: str, device: str = "cpu") -> Any:
-    """The 478-point landmark runner for ``model``: an Attention Mesh (shipped name such as ``attention_mesh`` or
-    ``attention_mesh_300w``, a ``.safetensors`` file or a training checkpoint ``.pt``), or the face transformer
-    (``transformer`` / ``face_transformer_xs`` for the shipped weights, or a distillation checkpoint or shipped
-    ``.safetensors`` of it). Each crops its own input size from the same ROIs."""
-    from ..pipeline.face_mesh import LandmarkModel
+    """The landmark runner (PyTorch) for ``model``: a registered model (:func:`attnmesh.list_models`; e.g.
+    ``attention_mesh``, ``attention_mesh_300w``, ``face_transformer_xs``, ``cascade``), or a weights file: an
+    Attention Mesh ``.safetensors`` or training checkpoint ``.pt`` (:func:`attnmesh.train.trainer.load_net`), or
+    a face-transformer distillation checkpoint or ``.safetensors``. Each crops its own input size from the
+    same ROIs."""
+    from ..registry import model_names
+    from ..runtime import make_landmark_runner
+    from ..runtime.pytorch import TorchLandmarkRunner
+    from ..weights.checkpoints import checkpoint_architecture, load_face_transformer_file
 
-    if model in TRANSFORMER_NAMES or _is_face_transformer_file(model):
-        from ..transformer.runner import TransformerLandmarkModel, load_face_transformer_file
-
-        if model in TRANSFORMER_NAMES:
-            return TransformerLandmarkModel("xs", device=device)
-        return TransformerLandmarkModel(model=load_face_transformer_file(model), device=device)
+    if model in model_names():
+        return make_landmark_runner(model, backend="torch", device=device)
+    if checkpoint_architecture(model) == "face_transformer":
+        return TorchLandmarkRunner("face_transformer_xs", device=device, net=load_face_transformer_file(model))
     from ..train.trainer import load_net
 
-    runner = LandmarkModel(refine=True, device=device)
-    runner.net = load_net(model, device).eval()
-    return runner
+    return TorchLandmarkRunner("attention_mesh", device=device, net=load_net(model, device))
 
 
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
@@ -77,7 +59,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
     import torch
 
     from ..geometry.roi import box_iou
-    from ..pipeline.face_detector import FaceDetector
+    from ..runtime.detector import FaceDetector
     from ..pipeline.tracking import roi_from_detection
     from ..train.datasets import read_rgb
 

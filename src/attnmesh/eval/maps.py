@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..topology import mirror_478  # noqa: F401  (re-exported: the map file's mirror_478 entry)
+
 MAPS_FILE = "data/landmark_maps.json"
 
 # iBUG / Multi-PIE 68-point scheme: regions and the normalising corner pairs (0-based indices).
@@ -71,10 +73,6 @@ def linear_68() -> np.ndarray:
     for row, (cols, vals) in enumerate(zip(entry["columns"], entry["weights"])):
         w[row, cols] = vals
     return w
-
-
-def mirror_478() -> np.ndarray:
-    return np.asarray(load_maps()["mirror_478"], np.int64)
 
 
 def mirror_68() -> np.ndarray:

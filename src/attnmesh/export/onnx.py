@@ -3,7 +3,7 @@
     python -m attnmesh.export [--out DIR] [--int8]
 
 Each graph takes float32 NCHW, exactly what the PyTorch module takes, and returns the module's raw outputs
-(the runners in :mod:`attnmesh.backends.onnxruntime` do the crops, sigmoid, NMS and projection in NumPy):
+(the runners in :mod:`attnmesh.runtime.onnxruntime` do the crops, sigmoid, NMS and projection in NumPy):
 
 ======================== ============================== ================================================
 file                     input                          outputs
@@ -116,6 +116,8 @@ class GraphSpec:
 GRAPHS: dict[str, GraphSpec] = {
     "face_detection_short_range": GraphSpec(_DetectorGraph, 128, ("boxes", "scores"), "face_detection_short_range"),
     "attention_mesh": GraphSpec(_AttentionMeshGraph, 192, ("landmarks", "face_logit"), "attention_mesh"),
+    "attention_mesh_300w": GraphSpec(lambda: _AttentionMeshGraph("attention_mesh_300w"), 192,
+                                     ("landmarks", "face_logit"), "attention_mesh_300w"),
     "face_landmark": GraphSpec(_FaceLandmarkGraph, 192, ("mesh", "face_logit"), "face_landmark"),
     "iris_landmark": GraphSpec(_IrisGraph, 64, ("eye", "iris"), "iris_landmark"),
 }
@@ -284,7 +286,7 @@ def fold_pads_into_convs(graph) -> int:
 
 def export_all(out_dir: Path | None = None, names: Iterable[str] | None = None, opset: int = OPSET,
                force: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Export ``names`` (default: all four) into ``out_dir`` (default :func:`default_cache_dir`); files
+    """Export ``names`` (default: all of :data:`GRAPHS`) into ``out_dir`` (default :func:`default_cache_dir`); files
     already there are kept unless ``force``. Writes ``manifest.json`` (sha256 of each file, key, torch).
     Returns name -> path."""
     out_dir = Path(out_dir) if out_dir is not None else default_cache_dir(opset)

@@ -23,7 +23,7 @@ the graph before PRelu was decomposed); Percentile: 1.03% (max 2.7%, earlier gra
 *slower* than float32 at batch 1 (9.5 vs 5.4 ms on 2 threads): the activation functions (PRelu, now
 Relu/Min/Mul/Add) stay float, so each of the 73 blocks pays a Dequantize/Quantize pair on tensors too small
 for the int8 convolutions to win it back. INT8 is therefore not offered by
-:func:`attnmesh.backends.make_landmark_model`; the graph can still be built and measured.
+:func:`attnmesh.runtime.make_landmark_runner`; the graph can still be built and measured.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def face_crops(paths: Sequence[Path], count: int, log: Callable[[str], None] | N
     crops, used = [], []
     with FaceMesh(static_image_mode=True, max_num_faces=1) as fm:
         try:  # the same ROIs, computed several times faster (parity of the two backends: tests/test_export.py)
-            from ..backends.onnxruntime import OrtFaceDetector, OrtLandmarkModel
+            from ..runtime.onnxruntime import OrtFaceDetector, OrtLandmarkRunner
 
             fm.detector = OrtFaceDetector(fm.detector.min_detection_confidence)
-            fm.landmark_model = OrtLandmarkModel(refine=True)
+            fm.landmark_runner = OrtLandmarkRunner("attention_mesh")
         except ImportError:
             pass
         for path in paths:

@@ -10,7 +10,7 @@ Diagram (NCHW; "192-space" = pixel coordinates of the face crop, "64-space" thos
     merge_eyes ─► landmarks (N, 478, 3), 192-space
 
 Here the eyes are cut from the 192x192 face crop with a bilinear sampler, so this module sees the eyes at
-the face crop's resolution; :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel` (what the pipeline
+the face crop's resolution; :class:`attnmesh.runtime.cascade.TorchCascadeRunner` (what the pipeline
 runs) cuts them from the full image as MediaPipe does.
 """
 

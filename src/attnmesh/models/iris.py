@@ -1,6 +1,6 @@
 """MediaPipe's iris landmark model (``iris_landmark.tflite``, Ablavatski et al. 2020): eye contours and
 iris from a 64x64 eye crop. With :class:`~attnmesh.models.face_landmark.FaceLandmarkModel` it forms the
-two-stage cascade that the Attention Mesh paper compares with (see :mod:`attnmesh.pipeline.cascade`).
+two-stage cascade that the Attention Mesh paper compares with (see :mod:`attnmesh.runtime.cascade`).
 
 Diagram (NCHW; "64-space" = pixel coordinates of the 64x64 input crop)::
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..geometry.roi import Roi, crop_image, project_to_image
-from ..models.sizes import MESH_INPUT_SIZE
-from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
-from .results import Detection, Face
+from ..geometry.roi import Roi
+from ..registry import get_model_spec
+from ..results import Detection, Face
+from ..runtime.base import LandmarkRunner
 from .tracking import RoiDeadZone, associate, roi_from_detection, roi_from_landmarks
 
 if TYPE_CHECKING:
@@ -37,93 +37,6 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return as_rgb_uint8(image)
 
 
-#: Shipped fine-tuned Attention Mesh weights selectable as ``FaceMesh(model=...)`` (docs/model_card_300w.md).
-FINE_TUNED_MODELS = ("attention_mesh_300w",)
-
-#: The values of ``FaceMesh(model=...)``.
-LANDMARK_MODELS = ("attention", "cascade", "transformer", *FINE_TUNED_MODELS)
-
-
-class LandmarkRunner:
-    """A landmark network run on batches of ROI crops, whatever the backend: crops are cut here, the backend
-    supplies :meth:`run` (PyTorch: :class:`LandmarkModel`; others in :mod:`attnmesh.backends`). No PyTorch
-    is needed here.
-
-    Attributes:
-        input_size: the network's input side, pixels.
-        num_landmarks: landmarks per face (478 refined, or 468).
-    """
-
-    input_size: int = MESH_INPUT_SIZE
-    num_landmarks: int = NUM_REFINED_LANDMARKS
-
-    def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
-        """(N, S, S, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
-        return self.crop_many([(image, roi) for roi in rois])
-
-    def crop_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> np.ndarray:
-        """:meth:`crop` for ``(image, roi)`` pairs from any number of images."""
-        out = np.empty((len(items), self.input_size, self.input_size, 3), np.uint8)
-        for i, (image, roi) in enumerate(items):
-            out[i] = crop_image(image, roi, self.input_size, border="replicate")
-        return out
-
-    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
-        crops."""
-        raise NotImplementedError
-
-    def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
-        ROIs ``rois`` of RGB uint8 ``image``: crop, run, project back."""
-        return self.predict_many([(image, roi) for roi in rois])
-
-    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict` for ``(image, roi)`` pairs from any number of images, in one network pass."""
-        points, scores = self.run(self.crop_many(items))
-        for p, (_, roi) in zip(points, items):
-            p[:] = project_to_image(p, roi, self.input_size)
-        return points, scores
-
-
-class LandmarkModel(LandmarkRunner):
-    """A landmark network with its shipped weights on PyTorch.
-
-    ``refine=True``: the Attention Mesh (478 points; ``weights`` may name a fine-tuned copy); ``refine=False``:
-    MediaPipe's face_landmark model (468 points), which is what ``mp.solutions.face_mesh`` runs with
-    ``refine_landmarks=False``.
-    """
-
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu",
-                 weights: str = "attention_mesh") -> None:
-        import torch
-
-        from ..models.attention_mesh import AttentionMesh
-        from ..models.face_landmark import FaceLandmarkModel
-        from ..weights import load_model_weights
-
-        self.refine = refine
-        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
-        self.device = torch.device(device)
-        net = AttentionMesh() if refine else FaceLandmarkModel()
-        name = weights if refine else "face_landmark"
-        self.net = load_model_weights(net, name).eval().to(self.device)
-
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, K, 3) in crop pixels (192-space) and presence scores (N,) for uint8 NHWC crops
-        (or a float NCHW tensor in [0, 1])."""
-        import torch
-
-        from .tensors import crops_to_tensor
-
-        if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        with torch.inference_mode():
-            out = self.net(crops_to_tensor(crops, self.device))
-            points = out.landmarks if self.refine else out.mesh
-            return points.float().cpu().numpy(), torch.sigmoid(out.face_logit).float().cpu().numpy()
-
-
 class FaceMesh:
     """Face landmarks for images and video, with the options of ``mp.solutions.face_mesh.FaceMesh``.
 
@@ -137,16 +50,19 @@ class FaceMesh:
         min_tracking_confidence: face presence threshold in [0, 1]; a face below it is dropped (and, in
             video mode, no longer tracked).
         device: torch device for the networks ("cpu", "cuda", ...).
-        model: the landmark model: ``"attention"`` (the Attention Mesh, or face_landmark when
-            ``refine_landmarks`` is False, as MediaPipe) or ``"cascade"`` (face_landmark followed by the iris
-            model on eye crops, the baseline of the paper; 478 points, needs ``refine_landmarks=True``), or
-            ``"attention_mesh_300w"`` (the Attention Mesh fine-tuned on 300-W, torch or OpenVINO; see
-            docs/model_card_300w.md), or ``"transformer"`` (the distilled face transformer, 478 points, any
-            backend; less accurate than the Attention Mesh, see docs/model_card_face_transformer.md).
+        model: the landmark model: a registered name (:func:`attnmesh.list_models`; default
+            ``"attention_mesh"``, the Attention Mesh, or face_landmark when ``refine_landmarks`` is False, as
+            MediaPipe), e.g. ``"cascade"`` (face_landmark + the iris model on eye crops, the paper's baseline),
+            ``"attention_mesh_300w"`` (fine-tuned on 300-W, docs/model_card_300w.md) or
+            ``"face_transformer_xs"`` (the distilled face transformer, docs/model_card_face_transformer.md); old
+            spellings (``"attention"``, ``"transformer"``) are aliases. Or a ready runner object
+            (:class:`~attnmesh.runtime.base.LandmarkRunner`, e.g. from
+            :func:`attnmesh.runtime.make_landmark_runner`), used as given (``backend``, ``num_threads`` and
+            ``refine_landmarks`` then apply to the detector only).
         backend: ``"openvino"`` (the default on CPU; graphs built from the shipped weights on first use into a
             cache folder), ``"onnxruntime"`` (``pip install "attnmesh[onnx]"``), ``"torch"`` (the PyTorch
             modules; any device) or ``"auto"`` (OpenVINO on CPU when installed, else ONNX Runtime, else
-            torch); see :mod:`attnmesh.backends`.
+            torch); see :mod:`attnmesh.runtime`.
         num_threads: CPU threads of each network call on the OpenVINO and ONNX Runtime backends (default:
             ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
             ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
@@ -160,7 +76,7 @@ class FaceMesh:
             returned ``Face.landmarks`` are the smoothed ones (tracking still uses the raw landmarks). Pass the
             frame's timestamp to :meth:`process`.
 
-    Every argument is checked here (:mod:`attnmesh.pipeline.options`): TypeError for a wrong type (e.g.
+    Every argument is checked here (:mod:`attnmesh.options`): TypeError for a wrong type (e.g.
     ``max_num_faces=2.5``), ValueError for a value out of range or an unknown name, RuntimeError for a device or
     backend this machine does not have (``device="cuda"`` without CUDA, ``backend="onnxruntime"`` without ONNX
     Runtime).
@@ -168,10 +84,11 @@ class FaceMesh:
 
     def __init__(self, static_image_mode: bool = False, max_num_faces: int = 1, refine_landmarks: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 device: str | torch.device = "cpu", model: str = "attention", backend: str = "auto",
+                 device: str | torch.device = "cpu", model: str | LandmarkRunner = "attention_mesh",
+                 backend: str = "auto",
                  num_threads: int | None = None, stabilize_roi: bool = False,
                  smoothing: str | None = None) -> None:
-        from .options import check_backend, check_count, check_device, check_flag, check_unit
+        from ..options import check_backend, check_count, check_device, check_flag, check_unit
 
         static_image_mode = check_flag("static_image_mode", static_image_mode)
         max_num_faces = check_count("max_num_faces", max_num_faces)
@@ -180,39 +97,31 @@ class FaceMesh:
         min_tracking_confidence = check_unit("min_tracking_confidence", min_tracking_confidence)
         if num_threads is not None:
             num_threads = check_count("num_threads", num_threads)
-        if model not in LANDMARK_MODELS:
-            raise ValueError(f"model must be one of {', '.join(map(repr, LANDMARK_MODELS))}; got {model!r}")
+        runner = None if isinstance(model, str) else model
+        if runner is not None and not isinstance(runner, LandmarkRunner):
+            raise TypeError("model must be a registered model name or a LandmarkRunner (input_size, "
+                            f"num_landmarks, predict_many); got {type(model).__name__}")
+        spec = get_model_spec(model) if runner is None else None
         check_device(device)
         check_backend(backend)
         self.static_image_mode = static_image_mode
         self.max_num_faces = max_num_faces
         self.refine_landmarks = refine_landmarks
         self.min_tracking_confidence = min_tracking_confidence
-        from ..backends import make_cascade_model, make_face_detector, make_landmark_model, resolve_backend
+        from ..runtime import make_face_detector, make_landmark_runner, resolve_backend
 
         options = {} if num_threads is None or resolve_backend(backend, device) == "torch" else \
             {"threads": int(num_threads)}
         self.detector = make_face_detector(min_detection_confidence, device=device, backend=backend, **options)
-        if model in FINE_TUNED_MODELS:  # shipped fine-tuned Attention Mesh weights
-            if not refine_landmarks:
-                raise ValueError(f"model={model!r} is an Attention Mesh; it needs refine_landmarks=True")
-            self.landmark_model = make_landmark_model(refine=True, device=device, backend=backend, weights=model,
-                                                      **options)
-        elif model == "attention":
-            self.landmark_model: LandmarkRunner = make_landmark_model(
-                refine=refine_landmarks, device=device, backend=backend, **options)
-        elif model == "cascade":
-            if not refine_landmarks:
-                raise ValueError("model='cascade' gives 478 refined landmarks; it needs refine_landmarks=True")
-            self.landmark_model = make_cascade_model(device=device, backend=backend, **options)
-        elif model == "transformer":  # distilled face transformer (docs/model_card_face_transformer.md)
-            if not refine_landmarks:
-                raise ValueError("model='transformer' gives 478 landmarks; it needs refine_landmarks=True")
-            from ..transformer.runner import make_transformer_model
-
-            self.landmark_model = make_transformer_model(device=device, backend=backend, **options)
-        else:  # pragma: no cover - LANDMARK_MODELS is checked above
-            raise AssertionError(model)
+        if spec is not None:
+            name = spec.name
+            if not refine_landmarks and spec.name == "attention_mesh":
+                name = "face_landmark"  # as MediaPipe: refine_landmarks=False runs the base mesh
+            elif not refine_landmarks and spec.name != "face_landmark":
+                raise ValueError(f"model={model!r} gives {spec.num_landmarks} refined landmarks; it needs "
+                                 "refine_landmarks=True (model='face_landmark' is the 468-point mesh)")
+            runner = make_landmark_runner(name, backend=backend, device=device, **options)
+        self.landmark_runner: LandmarkRunner = runner
         if stabilize_roi and static_image_mode:
             raise ValueError("stabilize_roi needs video mode (static_image_mode=False)")
         self._roi_dead_zone = RoiDeadZone() if stabilize_roi else None
@@ -298,7 +207,7 @@ class FaceMesh:
         """Run the landmark model on every (roi, detection, track id) candidate of every image at once;
         keep the faces whose presence reaches ``min_tracking_confidence``."""
         items = [(image, roi) for image, candidates in work for roi, _, _ in candidates]
-        points, scores = self.landmark_model.predict_many(items)
+        points, scores = self.landmark_runner.predict_many(items)
         out: list[list[Face]] = []
         k = 0
         for _, candidates in work:

@@ -94,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise CliError("--ced needs matplotlib: pip install matplotlib") from None
     if not 0.0 < args.val_fraction < 1.0:
         raise CliError("--val-fraction must be between 0 and 1", 2)
-    from ..train.datasets import load_records
+    from .datasets import load_records
     from ..weights import WeightsError
 
     try:
@@ -113,7 +113,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..eval.evaluate import evaluate, format_table, landmark_runner
     from ..eval.metrics import plot_ced
-    from ..pipeline.options import check_device
+    from ..options import check_device
 
     try:
         check_device(args.device)

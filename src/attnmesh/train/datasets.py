@@ -219,7 +219,7 @@ def teacher_labels(records: Sequence[FaceRecord], net, cache_dir: Path | None = 
             first.append(roi_from_68(r.points68, size))
         else:
             if detector is None:
-                from ..pipeline.face_detector import FaceDetector
+                from ..runtime.detector import FaceDetector
                 from ..pipeline.tracking import roi_from_detection
 
                 detector = FaceDetector()

@@ -25,13 +25,14 @@ import torch
 from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 
-def store_float16(model: torch.nn.Module, name: str, rebuild: Callable[[], torch.nn.Module], input_size: int,
-                  fine_tuned: dict[str, Any], fields: dict[str, Any] | None = None,
+def store_float16(model: torch.nn.Module, name: str, architecture: str, rebuild: Callable[[], torch.nn.Module],
+                  input_size: int, fine_tuned: dict[str, Any], fields: dict[str, Any] | None = None,
                   metadata: dict[str, str] | None = None, float32_keys: Sequence[str] = (), check_batch: int = 2,
                   directory: Path | None = None) -> dict:
     """Write ``model``'s weights as ``<directory>/<name>.safetensors`` (float16; the tensors named in
-    ``float32_keys`` and non-float buffers keep their dtype), replacing any earlier file atomically, and record
-    them in the manifest; returns the manifest entry.
+    ``float32_keys`` and non-float buffers keep their dtype; ``architecture``, e.g. ``"attention_mesh"``, and
+    ``metadata`` in the file's metadata), replacing any earlier file atomically, and record them in the
+    manifest; returns the manifest entry.
 
     The float16 check: ``rebuild()`` (a fresh model of the same architecture) loads the stored weights (as
     float32), and the largest change of ``.landmarks`` (input pixels of the ``input_size`` square crop) against
@@ -45,7 +46,8 @@ def store_float16(model: torch.nn.Module, name: str, rebuild: Callable[[], torch
              if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
     file = directory / f"{name}.safetensors"
     tmp = file.with_name(f".{file.name}.{os.getpid()}.part")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+              metadata={"architecture": architecture, **(metadata or {})})
     os.replace(tmp, file)
     os.chmod(file, 0o644)
     half = rebuild()
@@ -70,7 +72,7 @@ def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", dir
     ckpt = read_weights_file(run_dir / "last.pt")
     net = load_net(str(run_dir / "last.pt")).eval()
     return store_float16(
-        net, name, AttentionMesh, INPUT_SIZE,
+        net, name, "attention_mesh", AttentionMesh, INPUT_SIZE,
         fine_tuned={"from": ckpt["config"]["init"], "data": data, "recipe": config.read_text(),
                     "steps": int(ckpt["step"]), "trainer": "attnmesh.train.trainer (attnmesh train)", "notes": notes},
         metadata={"source": f"attnmesh train {config.name}, step {ckpt['step']}"}, directory=directory)

@@ -345,7 +345,7 @@ def export_weights(net: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
 
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
     tmp = path.with_name(f".{path.name}.part")
-    save_file(state, str(tmp), metadata=metadata)
+    save_file(state, str(tmp), metadata={"architecture": "attention_mesh", **(metadata or {})})
     os.replace(tmp, path)
 
 
@@ -400,7 +400,8 @@ class Trainer:
         return sum(p.steps for p in self.cfg.phases)
 
     def save(self, optimizer: torch.optim.Optimizer | None, phase_index: int, scaler=None) -> Path:
-        ckpt = {"model": self.net.state_dict(), "step": self.step, "phase": phase_index,
+        ckpt = {"architecture": "attention_mesh", "model": self.net.state_dict(), "step": self.step,
+                "phase": phase_index,
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "config": self.cfg.to_dict()}

@@ -149,7 +149,8 @@ class GpuLandmarkPredictor:
             return torch.zeros(0, self.num_landmarks, 3), torch.zeros(0)
         return torch.cat(outs), torch.cat(scores)
 
-    # The LandmarkModel interface, so this can stand in for FaceMesh's runner on a GPU.
+    # The LandmarkRunner protocol (attnmesh.runtime.base), so this can stand in for FaceMesh's runner on a GPU:
+    # FaceMesh(model=GpuLandmarkPredictor(), device="cuda").
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
         crops = crop_rois(t, rois_tensor(rois, self.device), self.input_size,
@@ -164,8 +165,26 @@ class GpuLandmarkPredictor:
         p, s = self.predict_batch(t, rois_tensor(rois), idx)
         return p.cpu().numpy(), s.cpu().numpy()
 
+    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
+        """Image-pixel landmarks (N, K, 3) and scores (N,) for ``(image, roi)`` pairs; the ROIs of each image
+        (consecutive pairs with the same image) go through :meth:`predict_batch` together."""
+        points, scores = [], []
+        k = 0
+        while k < len(items):
+            image = items[k][0]
+            j = k
+            while j < len(items) and items[j][0] is image:
+                j += 1
+            p, s = self.predict(image, [roi for _, roi in items[k:j]])
+            points.append(p)
+            scores.append(s)
+            k = j
+        if not points:
+            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+        return np.concatenate(points), np.concatenate(scores)
+
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 NHWC crops -> 192-space landmarks and scores (NumPy), as ``LandmarkModel.run``."""
+        """uint8 NHWC crops -> 192-space landmarks and scores (NumPy), as ``CropLandmarkRunner.run``."""
         if len(crops) == 0:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)

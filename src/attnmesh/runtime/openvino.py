@@ -1,10 +1,10 @@
 """OpenVINO backend (the default on CPU): drop-in runners for ``FaceMesh``'s landmark models and detector.
 
-* :class:`OvLandmarkModel`: a :class:`attnmesh.pipeline.face_mesh.LandmarkRunner` for the Attention Mesh
+* :class:`OvLandmarkRunner`: a :class:`attnmesh.runtime.base.LandmarkRunner` for the Attention Mesh
   (478 points), face_landmark (468) and the fine-tuned ``attention_mesh_300w``.
-* :class:`OvFaceDetector`: a :class:`attnmesh.pipeline.face_detector.DetectorRunner`.
-* :class:`OvCascadeLandmarkModel`: face_landmark + iris, as :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel`.
-* :class:`OvTransformerLandmarkModel`: the distilled face transformer.
+* :class:`OvFaceDetector`: a :class:`attnmesh.runtime.detector.DetectorRunner`.
+* :class:`OvCascadeRunner`: face_landmark + iris, as :class:`attnmesh.runtime.cascade.TorchCascadeRunner`.
+* :class:`OvTransformerRunner`: the distilled face transformer.
 
 How a network gets here: the PyTorch module with its shipped weights is exported to ONNX (PyTorch's exporter,
 opset 17, the same wrappers as :mod:`attnmesh.export.onnx`), read by OpenVINO, given its input normalisation
@@ -49,11 +49,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
-from ..pipeline.face_detector import DetectorRunner
-from ..pipeline.face_mesh import FINE_TUNED_MODELS, LandmarkRunner
-from ..pipeline.options import check_unit
-from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
+from ..options import check_unit
+from ..registry import get_model_spec
 from . import default_threads, device_type, sigmoid
+from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .detector import DetectorRunner
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +122,7 @@ class IrSpec:
     input_offset: float = 0.0
 
 
-#: The face transformer graph's outputs (:data:`attnmesh.transformer.export.OUTPUTS`).
+#: The face transformer graph's outputs (:data:`attnmesh.export.transformer.OUTPUTS`).
 TRANSFORMER_OUTPUTS = ("landmarks", "embedding", "expression", "spoof_logit", "face_logit")
 #: name -> (input side, outputs, input_scale, input_offset) of the MediaPipe-family graphs (those of
 #: :data:`attnmesh.export.onnx.GRAPHS`; a test checks they agree).
@@ -135,16 +135,16 @@ _GRAPHS = {
 
 
 def _export_module(name: str) -> nn.Module:
-    from ..export.onnx import attention_mesh_graph, build_module
+    from ..export.onnx import build_module
 
-    return attention_mesh_graph(name) if name in ("attention_mesh", *FINE_TUNED_MODELS) else build_module(name)
+    return build_module(name)
 
 
 def _transformer_module(name: str) -> nn.Module:
-    from ..transformer.export import transformer_graph
-    from ..transformer.runner import load_face_transformer
+    from ..export.transformer import transformer_graph
+    from ..registry import create_model
 
-    return transformer_graph(load_face_transformer(name.removeprefix("face_transformer_")))
+    return transformer_graph(create_model(name))
 
 
 def graph_spec(name: str) -> IrSpec:
@@ -155,9 +155,9 @@ def graph_spec(name: str) -> IrSpec:
     from ..weights import read_manifest
 
     base, _, variant = name.partition(".")
-    weights = "attention_mesh" if base in FINE_TUNED_MODELS else base
-    if weights in _GRAPHS and variant in ("", "float"):
-        size, outputs, scale, offset = _GRAPHS[weights]
+    layout = "attention_mesh" if base == "attention_mesh_300w" else base
+    if layout in _GRAPHS and variant in ("", "float"):
+        size, outputs, scale, offset = _GRAPHS[layout]
         return IrSpec(name, lambda: _export_module(base), size, outputs, (base,),
                       None if variant == "float" else scale, offset)
     models = read_manifest()["models"]
@@ -323,23 +323,26 @@ def _uint8_crops(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     return crops
 
 
-class OvLandmarkModel(LandmarkRunner):
-    """``LandmarkModel`` on OpenVINO. ``refine=True``: the Attention Mesh (or ``weights``, e.g.
-    ``"attention_mesh_300w"``), 478 points; ``False``: face_landmark (468)."""
+class OvLandmarkRunner(CropLandmarkRunner):
+    """Registered mesh network ``model`` (the Attention Mesh, face_landmark or the fine-tuned Attention Mesh) on
+    OpenVINO, float32."""
 
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu", weights: str = "attention_mesh",
-                 threads: int | None = None, model_dir: Path | str | None = None) -> None:
+    def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu", threads: int | None = None,
+                 model_dir: Path | str | None = None) -> None:
         _check_cpu(device)
+        spec = get_model_spec(model)
+        if spec.architecture not in ("attention_mesh", "face_landmark"):
+            raise ValueError(f"OvLandmarkRunner runs mesh networks; {spec.name!r} has its own runner "
+                             "(attnmesh.runtime.make_landmark_runner)")
+        self.spec = spec
         self.device = "cpu"
-        self.refine = refine
-        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
-        self.graph = OvGraph(graph_spec(weights if refine else "face_landmark"), threads,
-                             Path(model_dir) if model_dir is not None else None)
+        self.num_landmarks = spec.num_landmarks
+        self.graph = OvGraph(graph_spec(spec.name), threads, Path(model_dir) if model_dir is not None else None)
         self.input_size = self.graph.spec.input_size
 
     def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+            return empty_result(self.num_landmarks)
         points, logit = self.graph(_uint8_crops(crops))
         return points, sigmoid(logit)
 
@@ -360,26 +363,27 @@ class OvFaceDetector(DetectorRunner):
         return boxes, scores
 
 
-class OvTransformerLandmarkModel(LandmarkRunner):
-    """``LandmarkModel`` interface on the face transformer, on OpenVINO (float32)."""
+class OvTransformerRunner(CropLandmarkRunner):
+    """The face transformer on OpenVINO (float32); ``mirror_average`` as
+    :class:`~attnmesh.runtime.pytorch.TorchLandmarkRunner`'s."""
 
-    def __init__(self, size: str = "xs", device: str | torch.device = "cpu", threads: int | None = None,
-                 model_dir: Path | str | None = None, mirror_average: bool = False) -> None:
+    def __init__(self, model: str = "face_transformer_xs", device: str | torch.device = "cpu",
+                 threads: int | None = None, model_dir: Path | str | None = None, mirror_average: bool = False) -> None:
         _check_cpu(device)
+        spec = get_model_spec(model)
+        if spec.architecture != "face_transformer":
+            raise ValueError(f"{spec.name!r} is not a face transformer")
+        self.spec = spec
         self.device = "cpu"
-        self.refine = True
         self.mirror_average = mirror_average
-        self.num_landmarks = NUM_REFINED_LANDMARKS
-        self.graph = OvGraph(graph_spec(f"face_transformer_{size}"), threads,
-                             Path(model_dir) if model_dir is not None else None)
+        self.num_landmarks = spec.num_landmarks
+        self.graph = OvGraph(graph_spec(spec.name), threads, Path(model_dir) if model_dir is not None else None)
         self.input_size = self.graph.spec.input_size
         self._outputs = [self.graph.spec.outputs.index(o) for o in ("landmarks", "face_logit")]
 
     def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        from ..transformer.runner import mirror_mean
-
         if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+            return empty_result(self.num_landmarks)
         x = _uint8_crops(crops)
         if self.mirror_average:
             x = np.concatenate([x, x[:, :, ::-1]])
@@ -396,12 +400,12 @@ def _check_cpu(device: str | torch.device) -> None:
 
 @functools.cache
 def _cascade_class() -> type:
-    """:class:`OvCascadeLandmarkModel`, defined on first use: the cascade's pipeline runs on PyTorch tensors."""
+    """:class:`OvCascadeRunner`, defined on first use: the cascade's pipeline runs on PyTorch tensors."""
     import torch
 
     from ..models.face_landmark import FaceLandmarkOutput
     from ..models.iris import IrisLandmarkOutput
-    from ..pipeline.cascade import EYE_CROP_MODES, CascadeLandmarkModel
+    from .cascade import EYE_CROP_MODES, TorchCascadeRunner
 
     class _TorchAdapter:
         """Makes an :class:`OvGraph` (float input) look like a torch module returning a NamedTuple of tensors."""
@@ -412,8 +416,8 @@ def _cascade_class() -> type:
         def __call__(self, x: torch.Tensor) -> Any:
             return self.output(*(torch.from_numpy(o) for o in self.graph(x.detach().float().cpu().numpy())))
 
-    class OvCascadeLandmarkModel(CascadeLandmarkModel):
-        """The face_landmark + iris cascade (``CascadeLandmarkModel.predict``) with both networks on OpenVINO."""
+    class OvCascadeRunner(TorchCascadeRunner):
+        """The face_landmark + iris cascade (``TorchCascadeRunner.predict_many``) with both networks on OpenVINO."""
 
         def __init__(self, device: str | torch.device = "cpu", eye_crop: str = "mediapipe",
                      threads: int | None = None, model_dir: Path | str | None = None) -> None:
@@ -428,12 +432,12 @@ def _cascade_class() -> type:
             self.iris_net = _TorchAdapter(OvGraph(graph_spec("iris_landmark.float"), threads, directory),
                                           IrisLandmarkOutput)
 
-    OvCascadeLandmarkModel.__module__ = __name__
-    return OvCascadeLandmarkModel
+    OvCascadeRunner.__module__ = __name__
+    return OvCascadeRunner
 
 
 def __getattr__(name: str) -> Any:
-    """``OvCascadeLandmarkModel`` is built on first access, so importing this module needs no PyTorch."""
-    if name == "OvCascadeLandmarkModel":
+    """``OvCascadeRunner`` is built on first access, so importing this module needs no PyTorch."""
+    if name == "OvCascadeRunner":
         return _cascade_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

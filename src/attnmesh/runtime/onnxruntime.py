@@ -1,11 +1,10 @@
 """ONNX Runtime backend: drop-in runners for ``FaceMesh``'s landmark model, the cascade and the detector.
 
-* :class:`OrtLandmarkModel`: a :class:`attnmesh.pipeline.face_mesh.LandmarkRunner`
-  (``input_size``, ``num_landmarks``, ``crop``, ``run``, ``predict``); ``precision="int8"`` runs the
-  statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
-* :class:`OrtFaceDetector`: a :class:`attnmesh.pipeline.face_detector.DetectorRunner`.
-* :class:`OrtCascadeLandmarkModel`: face_landmark + iris, as
-  :class:`attnmesh.pipeline.cascade.CascadeLandmarkModel`.
+* :class:`OrtLandmarkRunner`: a :class:`attnmesh.runtime.base.LandmarkRunner` for the mesh networks;
+  ``precision="int8"`` runs the statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
+* :class:`OrtTransformerRunner`: the face transformer.
+* :class:`OrtFaceDetector`: a :class:`attnmesh.runtime.detector.DetectorRunner`.
+* :class:`OrtCascadeRunner`: face_landmark + iris, as :class:`attnmesh.runtime.cascade.TorchCascadeRunner`.
 
 The graphs are built from the shipped weights on first use (:func:`attnmesh.export.onnx.ensure_onnx`).
 ``providers``: ``"cpu"`` (default), ``"cuda"``, or ``"tensorrt"`` (TensorRT EP with fp16 and an engine
@@ -24,11 +23,11 @@ import torch
 from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
-from ..pipeline.cascade import CascadeLandmarkModel
-from ..pipeline.face_detector import DetectorRunner
-from ..pipeline.face_mesh import LandmarkRunner
-from ..topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
+from ..registry import get_model_spec
 from . import default_threads, device_type, sigmoid
+from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .cascade import TorchCascadeRunner
+from .detector import DetectorRunner
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 
@@ -105,32 +104,72 @@ def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
     return crops.astype(np.float32, copy=False)
 
 
-class OrtLandmarkModel(LandmarkRunner):
-    """``LandmarkModel`` on ONNX Runtime. ``refine=True``: the Attention Mesh (478 points), ``False``:
-    face_landmark (468). ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built
-    with ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
+class OrtLandmarkRunner(CropLandmarkRunner):
+    """Registered model ``model`` (Attention Mesh, face_landmark or the fine-tuned Attention Mesh) on ONNX
+    Runtime. ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built with
+    ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
 
-    def __init__(self, refine: bool = True, device: str | torch.device = "cpu", model_dir: Path | str | None = None,
-                 threads: int | None = None, providers: str | None = None, precision: str = "fp32",
-                 profile: str | None = None) -> None:
+    def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu",
+                 model_dir: Path | str | None = None, threads: int | None = None, providers: str | None = None,
+                 precision: str = "fp32", profile: str | None = None) -> None:
+        spec = get_model_spec(model)
+        if spec.architecture not in ("attention_mesh", "face_landmark"):
+            raise ValueError(f"OrtLandmarkRunner runs mesh networks; {spec.name!r} has its own runner "
+                             "(attnmesh.runtime.make_landmark_runner)")
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
-        if precision == "int8" and not refine:
-            raise ValueError("INT8 is built for the Attention Mesh only (refine=True)")
-        self.refine = refine
+        if precision == "int8" and spec.name != "attention_mesh":
+            raise ValueError("INT8 is built for the Attention Mesh only")
+        self.spec = spec
         self.precision = precision
-        self.num_landmarks = NUM_REFINED_LANDMARKS if refine else NUM_MESH_LANDMARKS
+        self.input_size = spec.input_size
+        self.num_landmarks = spec.num_landmarks
         self.device = torch.device(device)
         providers = providers or ("cuda" if self.device.type == "cuda" else "cpu")
-        name = "attention_mesh" if refine else "face_landmark"
-        self.graph = OrtGraph(name + (".int8" if precision == "int8" else ""), model_dir, threads, providers,
+        self.graph = OrtGraph(spec.name + (".int8" if precision == "int8" else ""), model_dir, threads, providers,
                               profile)
 
     def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if len(crops) == 0:
-            return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+            return empty_result(self.num_landmarks)
         points, logit = self.graph(_nchw01(crops))
         return points, sigmoid(logit)
+
+
+class OrtTransformerRunner(CropLandmarkRunner):
+    """The face transformer on ONNX Runtime: ``precision`` ``"fp32"`` or ``"int8"`` (dynamic quantization of the
+    MatMul/Gemm weights; see :mod:`attnmesh.export.transformer`). ``mirror_average`` as
+    :class:`~attnmesh.runtime.pytorch.TorchLandmarkRunner`'s."""
+
+    def __init__(self, model: str = "face_transformer_xs", precision: str = "fp32",
+                 model_dir: Path | str | None = None, threads: int | None = None, device: str | torch.device = "cpu",
+                 mirror_average: bool = False) -> None:
+        import onnxruntime as ort
+
+        from ..export.transformer import ensure_transformer_onnx
+
+        spec = get_model_spec(model)
+        if spec.architecture != "face_transformer":
+            raise ValueError(f"{spec.name!r} is not a face transformer")
+        self.spec = spec
+        self.mirror_average = mirror_average
+        self.num_landmarks = spec.num_landmarks
+        self.device = torch.device("cpu")
+        self.path = ensure_transformer_onnx(spec.config["size"], precision, model_dir)
+        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        self.input_size = int(self.session.get_inputs()[0].shape[-1])
+
+    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if len(crops) == 0:
+            return empty_result(self.num_landmarks)
+        x = _nchw01(crops)
+        if self.mirror_average:
+            x = np.concatenate([x, x[..., ::-1]])
+        landmarks, face_logit = self.session.run(["landmarks", "face_logit"], {"image": np.ascontiguousarray(x)})
+        if self.mirror_average:
+            return mirror_mean(landmarks, sigmoid(face_logit), self.input_size)
+        return landmarks, sigmoid(face_logit)
 
 
 class OrtFaceDetector(DetectorRunner):
@@ -139,7 +178,7 @@ class OrtFaceDetector(DetectorRunner):
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None,
                  providers: str | None = None) -> None:
-        from ..pipeline.options import check_device, check_unit
+        from ..options import check_device, check_unit
 
         self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
         self.device = check_device(device)
@@ -162,13 +201,13 @@ class _TorchAdapter:
         return self.output(*(torch.from_numpy(o) for o in self.graph(x.detach().float().cpu().numpy())))
 
 
-class OrtCascadeLandmarkModel(CascadeLandmarkModel):
-    """The face_landmark + iris cascade (``CascadeLandmarkModel.predict``) with both networks on ORT."""
+class OrtCascadeRunner(TorchCascadeRunner):
+    """The face_landmark + iris cascade (``TorchCascadeRunner.predict_many``) with both networks on ORT."""
 
     def __init__(self, device: str | torch.device = "cpu", eye_crop: str = "mediapipe",
                  model_dir: Path | str | None = None, threads: int | None = None,
                  providers: str | None = None) -> None:
-        from ..pipeline.cascade import EYE_CROP_MODES
+        from .cascade import EYE_CROP_MODES
 
         if eye_crop not in EYE_CROP_MODES:
             raise ValueError(f"eye_crop must be one of {EYE_CROP_MODES}, got {eye_crop!r}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry.roi import crop_image, letterbox_roi
 from ..models.sizes import DETECTOR_INPUT_SIZE, DETECTOR_NUM_KEYPOINTS
-from .results import Detection
+from ..results import Detection
 
 if TYPE_CHECKING:
     import torch
@@ -66,12 +66,12 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 class DetectorRunner:
     """The detector pipeline around a network: letterbox crop, decoding, weighted NMS, letterbox removal.
     A backend supplies :meth:`boxes_and_scores` (PyTorch: :class:`FaceDetector`; others in
-    :mod:`attnmesh.backends`). No PyTorch is needed here.
+    :mod:`attnmesh.runtime`). No PyTorch is needed here.
 
     Arguments are checked here: TypeError / ValueError for a bad threshold, ValueError / RuntimeError for a
-    device that is not one or that this machine does not have (:mod:`attnmesh.pipeline.options`).
+    device that is not one or that this machine does not have (:mod:`attnmesh.options`).
 
-    :meth:`process` returns :class:`~attnmesh.pipeline.results.Detection` objects in image pixels, best
+    :meth:`process` returns :class:`~attnmesh.results.Detection` objects in image pixels, best
     first; keypoints are (right eye, left eye, nose tip, mouth centre, right ear, left ear), subject's sides.
     """
 
@@ -115,7 +115,7 @@ class FaceDetector(DetectorRunner):
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
         from ..models.detector import BlazeFace
         from ..weights import load_model_weights
-        from .options import check_device, check_unit
+        from ..options import check_device, check_unit
 
         self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
         self.device = check_device(device)

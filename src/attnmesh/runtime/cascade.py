@@ -80,7 +80,7 @@ def crop_eye(image: np.ndarray, roi: Roi, size: int, mirror: bool, mode: str = "
     return np.ascontiguousarray(crop[:, ::-1]) if mirror else crop
 
 
-class CascadeLandmarkModel:
+class TorchCascadeRunner:
     """face_landmark + iris_landmark with their shipped weights: 478 landmarks for face ROIs of an image.
 
     ``eye_crop``: how eye crops are cut from the image (see :func:`crop_eye`); ``"mediapipe"`` reproduces

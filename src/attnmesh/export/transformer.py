@@ -1,6 +1,6 @@
 """ONNX export and INT8 quantization of the face transformer.
 
-    python -m attnmesh.transformer.export [--size xs] [--out DIR] [--int8]
+    python -m attnmesh.export.transformer [--size xs] [--out DIR] [--int8]
 
 The graph takes ``image`` (N, 3, 128, 128) float32 RGB in [0, 1] and returns ``landmarks`` (N, 478, 3, input
 pixels), ``embedding`` (N, 128), ``expression`` (N, 3), ``spoof_logit`` (N,) and ``face_logit`` (N,). It is
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export.onnx import OPSET, default_cache_dir, simplify
+from .onnx import OPSET, default_cache_dir, simplify
 from ..models.face_transformer import FaceTransformer
 
 OUTPUTS = ("landmarks", "embedding", "expression", "spoof_logit", "face_logit")
@@ -126,23 +126,22 @@ def quantize_static_int8(fp32_path: Path | str, out_path: Path | str, calibratio
 
 def _file_name(size: str, precision: str) -> str:
     from ..weights import read_manifest
-    from .runner import weights_name
 
-    sha = read_manifest()["models"][weights_name(size)]["sha256"][:12]
+    sha = read_manifest()["models"][f"face_transformer_{size}"]["sha256"][:12]
     suffix = {"fp32": "", "int8": ".int8", "int8-static": ".int8-static"}[precision]
-    return f"{weights_name(size)}-{sha}{suffix}.onnx"
+    return f"face_transformer_{size}-{sha}{suffix}.onnx"
 
 
 def ensure_transformer_onnx(size: str = "xs", precision: str = "fp32", model_dir: Path | str | None = None) -> Path:
     """Path of the shipped transformer's ONNX graph (``fp32`` or dynamic ``int8``), built on first use."""
-    from .runner import load_face_transformer
+    from ..registry import create_model
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
     model_dir = Path(model_dir) if model_dir is not None else default_cache_dir()
     fp32 = model_dir / _file_name(size, "fp32")
     if not fp32.is_file():
-        export_face_transformer(load_face_transformer(size), fp32)
+        export_face_transformer(create_model(f"face_transformer_{size}"), fp32)
     if precision == "fp32":
         return fp32
     int8 = model_dir / _file_name(size, "int8")

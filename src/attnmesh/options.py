@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
 
+#: The values of ``backend=`` (see :mod:`attnmesh.runtime`).
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+
 def check_flag(name: str, value: object) -> bool:
     """``value`` as a bool: True/False (NumPy bools too) or the integers 0 and 1; anything else (a string such
     as ``"False"``, which would count as true) raises TypeError."""
@@ -82,8 +85,6 @@ def check_device(device: object) -> str | torch.device:
 def check_backend(backend: object) -> None:
     """Refuse a backend name that is not offered, or ``"onnxruntime"`` when ONNX Runtime is not installed
     (RuntimeError naming the install command, instead of a ``ModuleNotFoundError`` on first use)."""
-    from ..backends import BACKENDS
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "openvino" and importlib.util.find_spec("openvino") is None:

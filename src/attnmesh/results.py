@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.roi import Roi
+from .geometry.roi import Roi
 
 # BlazeFace keypoint order. Sides are the subject's: keypoint 0 is the right eye, which is on the image-left
 # side of an unmirrored photo.

@@ -1,0 +1,86 @@
+"""What every landmark runner offers ``FaceMesh``, whatever the backend.
+
+* :class:`LandmarkRunner`: the protocol (``input_size``, ``num_landmarks``, ``predict_many``). ``FaceMesh``
+  takes any object that has it (``FaceMesh(model=runner)``), as segment-anything's predictor takes a built model.
+* :class:`CropLandmarkRunner`: the usual implementation: crops are cut here (bilinear, replicated border, as
+  MediaPipe), a backend supplies :meth:`CropLandmarkRunner.run` on a batch of crops, and the points go back
+  to image pixels here. No PyTorch is needed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..geometry.roi import Roi, crop_image, project_to_image
+from ..topology import mirror_478
+
+
+@runtime_checkable
+class LandmarkRunner(Protocol):
+    """A landmark network ready to run on face ROIs.
+
+    Attributes:
+        input_size: the network's input side, pixels.
+        num_landmarks: landmarks per face (478 refined, or 468).
+    """
+
+    input_size: int
+    num_landmarks: int
+
+    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in image pixels (x right, y down, z on x's scale, smaller is closer) and presence
+        scores (N,) in [0, 1] for ``(image, roi)`` pairs (RGB uint8 HxWx3 images, any number of them)."""
+        ...
+
+
+def empty_result(num_landmarks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (0, K, 3) landmarks and (0,) scores of a batch without crops."""
+    return np.zeros((0, num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
+
+
+def mirror_mean(landmarks: np.ndarray, presence: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test-time mirror averaging: ``landmarks`` (2N, 478, 3) and ``presence`` (2N,) of N crops followed by the
+    same N crops mirrored left-right; returns the mean of each face's two answers, the mirrored one mapped back
+    (``x -> size - x``, pixel ``i`` spanning ``[i, i + 1)``, and the mesh's left/right permutation)."""
+    n = len(landmarks) // 2
+    back = landmarks[n:][:, mirror_478()].copy()
+    back[..., 0] = size - back[..., 0]
+    return (landmarks[:n] + back) / 2, (presence[:n] + presence[n:]) / 2
+
+
+class CropLandmarkRunner:
+    """A :class:`LandmarkRunner` over a network run on batches of ROI crops: crop, :meth:`run`, project back."""
+
+    input_size: int
+    num_landmarks: int
+
+    def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
+        """(N, S, S, 3) uint8 crops of ``rois`` (bilinear, replicated border, as MediaPipe)."""
+        return self.crop_many([(image, roi) for roi in rois])
+
+    def crop_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> np.ndarray:
+        """:meth:`crop` for ``(image, roi)`` pairs from any number of images."""
+        out = np.empty((len(items), self.input_size, self.input_size, 3), np.uint8)
+        for i, (image, roi) in enumerate(items):
+            out[i] = crop_image(image, roi, self.input_size, border="replicate")
+        return out
+
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
+        crops."""
+        raise NotImplementedError
+
+    def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, K, 3) in image pixels (z on the scale of x) and presence scores (N,) for the face
+        ROIs ``rois`` of RGB uint8 ``image``: crop, run, project back."""
+        return self.predict_many([(image, roi) for roi in rois])
+
+    def predict_many(self, items: Sequence[tuple[np.ndarray, Roi]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` for ``(image, roi)`` pairs from any number of images, in one network pass."""
+        points, scores = self.run(self.crop_many(items))
+        for p, (_, roi) in zip(points, items):
+            p[:] = project_to_image(p, roi, self.input_size)
+        return points, scores
