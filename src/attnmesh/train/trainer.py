@@ -412,7 +412,9 @@ class Trainer:
         return path
 
     def load(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        from ..weights import read_weights_file
+
+        ckpt = read_weights_file(path)  # on the CPU: load_state_dict copies to the model's and optimiser's device
         self.net.load_state_dict(ckpt["model"])
         self.step = int(ckpt["step"])
         self._opt_state, self._opt_phase = ckpt.get("optimizer"), int(ckpt.get("phase", -1))
