@@ -118,13 +118,13 @@ def stage_costs(paths: list[Path]) -> dict[str, float]:
     """Milliseconds per image of each stage, one thread."""
     import argparse as ap
 
-    from attnmesh import cli
+    from attnmesh.cli import common
     from attnmesh.io import decode_image
-    from attnmesh.outputs import face_record, rows
+    from attnmesh.io.outputs import face_record, rows
 
     args = ap.Namespace(max_faces=5, no_refine=False, min_detection_confidence=0.5, device="cpu", backend="auto",
                         model="attention", debug=False)
-    fm = cli._face_mesh(args, num_threads=1)
+    fm = common._face_mesh(args, num_threads=1)
     t = time.perf_counter()
     blobs = [p.read_bytes() for p in paths]
     t_read = time.perf_counter() - t

@@ -7,7 +7,7 @@ Rows: mesh-only model (face_landmark), eye & iris model x2 (two 64x64 eye crops 
 (the sum of the two), the Attention Mesh; all at batch 1 (one face), model only (no crops). Backends are
 timed interleaved (round robin over rounds), so background load hits all columns alike; each cell is the
 median over rounds of the mean of ``iters`` runs, and the smallest round mean in brackets. The INT8
-column needs ``python -m attnmesh.export --int8`` (only the Attention Mesh is quantized).
+column needs ``python -m attnmesh.eval.quantize`` (only the Attention Mesh is quantized).
 """
 
 from __future__ import annotations

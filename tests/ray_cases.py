@@ -26,7 +26,7 @@ import pytest
 from raytools import compare_rows, require_loopback_namespace
 from reference import PHOTOS, VIDEOS
 
-from attnmesh.outputs import parquet_schema
+from attnmesh.io.outputs import parquet_schema
 
 pa = pytest.importorskip("pyarrow")
 pc = pytest.importorskip("pyarrow.compute")

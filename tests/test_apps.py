@@ -215,7 +215,7 @@ def test_gaze_on_the_astronaut(astronaut):
 def run_apps(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ATTNMESH_DEBUG"}
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-m", "attnmesh.apps.commands", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "attnmesh", *map(str, args)], capture_output=True,
                           text=True, timeout=300, env=env)
 
 

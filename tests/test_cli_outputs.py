@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from reference import PHOTOS
 
-from attnmesh.outputs import csv_columns, jsonl_schema, npz_layout, parquet_schema
+from attnmesh.io.outputs import csv_columns, jsonl_schema, npz_layout, parquet_schema
 
 ONE = PHOTOS / "deepface-img20.jpg"  # one large face
 TWO = PHOTOS / "face-two_people.jpg"  # two faces
@@ -260,7 +260,7 @@ def test_webcam_without_a_display_says_so(tmp_path):
 
 
 def test_webcam_names_the_headless_opencv_build():
-    from attnmesh.cli import _gui_problem
+    from attnmesh.cli.webcam import _gui_problem
 
     class Headless:
         @staticmethod

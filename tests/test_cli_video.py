@@ -15,7 +15,7 @@ import pytest
 from reference import VIDEOS
 from test_cli_outputs import run_cli, stderr_lines
 
-from attnmesh.outputs import jsonl_schema, parquet_schema
+from attnmesh.io.outputs import jsonl_schema, parquet_schema
 
 av = pytest.importorskip("av")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -256,7 +256,7 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
     (an independent reader that applies the rotation) shows them, with the face found upright."""
     import cv2
 
-    from attnmesh.video_reader import VideoReader
+    from attnmesh.io.video import VideoReader
 
     upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]  # 512 tall, 384 wide
     path = tmp_path / "portrait.mp4"
@@ -281,3 +281,28 @@ def test_rotated_phone_video_is_read_upright(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(rec["width"], rec["height"]) for rec in records] == [(384, 512)] * 6
     assert all(len(rec["faces"]) == 1 for rec in records)
+
+
+def test_makeup_and_puppet_read_and_write_videos_as_video_does(tmp_path):
+    """makeup and puppet use the reader and writer of ``attnmesh video`` (PyAV): a phone's rotated clip comes
+    out of makeup upright (the 384x512 frames ``video`` reports) at the input's frame rate, and puppet's
+    timestamps are the container's, the ones ``video`` writes."""
+    import av
+
+    upright = [np.ascontiguousarray(f[:, 64:448]) for f in decode(CLIP, 6)[0]]
+    path = tmp_path / "portrait.mp4"
+    write_rotated_mp4(path, [np.ascontiguousarray(np.rot90(f, 1)) for f in upright], 90)
+    lips = tmp_path / "lips.mp4"
+    r = run_cli("makeup", path, "--lipstick", "red", "--out", lips, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with av.open(str(path)) as src, av.open(str(lips)) as out:
+        rate_in, rate_out = src.streams.video[0].average_rate, out.streams.video[0].average_rate
+        frames = [f.to_ndarray(format="rgb24") for f in out.decode(video=0)]
+    assert len(frames) == 6 and frames[0].shape == (512, 384, 3) and rate_out == rate_in
+    assert np.abs(frames[0].astype(int) - upright[0]).mean() < 6.0  # upright, lipstick and H.264 aside
+    coeffs, per_frame = tmp_path / "coeffs.jsonl", tmp_path / "frames.jsonl"
+    assert run_cli("puppet", path, "--out", coeffs, timeout=120).returncode == 0
+    assert run_cli("video", path, "--out", per_frame, timeout=120).returncode == 0
+    ours = [json.loads(line)["timestamp"] for line in coeffs.read_text().splitlines()]
+    theirs = [json.loads(line)["timestamp"] for line in per_frame.read_text().splitlines()]
+    assert len(ours) == 6 and ours == pytest.approx(theirs, abs=1e-6)

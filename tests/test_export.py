@@ -17,7 +17,7 @@ from attnmesh.runtime.gpu import crop_rois, project_points, rois_tensor  # noqa:
 from attnmesh.runtime.onnxruntime import (OrtCascadeRunner, OrtFaceDetector, OrtGraph,  # noqa: E402
                                            OrtLandmarkRunner)
 from attnmesh.export.onnx import GRAPHS, build_module, decompose_prelu, export_all  # noqa: E402
-from attnmesh.export.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
+from attnmesh.eval.quantize import (face_crops, iod_deviation, quantize_attention_mesh,  # noqa: E402
                                       split_images, to_input)
 from attnmesh.geometry.roi import Roi, crop_image, project_to_image  # noqa: E402
 from attnmesh.runtime.pytorch import TorchLandmarkRunner  # noqa: E402
@@ -135,7 +135,7 @@ def test_backend_factory() -> None:
 def test_int8_deviation_on_held_out_images(model_dir) -> None:
     """The documented recipe on a small scale (32 calibration crops, 6 held-out faces): the INT8 graph stays
     within the measured bound (mean 1.0-1.3% IOD on 100 held-out faces with 128 calibration crops, which
-    misses the 0.5% bar; see attnmesh.export.quantize), and the split never mixes the two parts."""
+    misses the 0.5% bar; see attnmesh.eval.quantize), and the split never mixes the two parts."""
     calib_paths, held_paths = split_images(W300)
     assert not set(calib_paths) & set(held_paths) and 0.15 < len(held_paths) / len(calib_paths + held_paths) < 0.25
     calib, _ = face_crops(calib_paths, 32)

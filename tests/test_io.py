@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 from reference import PHOTOS
 
-from attnmesh import io
+from attnmesh.io import images as io_images
 from attnmesh.io import ImageError, as_rgb_uint8, iter_image_paths, load_image
 
 PHOTO = PHOTOS / "face-obama-240p.jpg"  # 427x240, small and real
@@ -138,7 +138,7 @@ def test_pillow_decompression_bomb_limit_is_lifted_and_restored(tmp_path, monkey
         Image.open(f)
     np.testing.assert_array_equal(load_image(f), photo_rgb)
     assert Image.MAX_IMAGE_PIXELS == 1000
-    monkeypatch.setattr(io, "MAX_PIXELS", 5000)
+    monkeypatch.setattr(io_images, "MAX_PIXELS", 5000)
     with pytest.raises(ImageError, match="too large"):
         load_image(f)
 
@@ -198,9 +198,9 @@ def test_decode_image_gives_the_messages_of_load_image(tmp_path, case, photo_rgb
     with pytest.raises(ImageError) as from_file:
         load_image(path)
     with pytest.raises(ImageError) as from_bytes:
-        io.decode_image(path.read_bytes(), path)
+        io_images.decode_image(path.read_bytes(), path)
     assert str(from_bytes.value) == str(from_file.value)
-    np.testing.assert_array_equal(io.decode_image(PHOTO.read_bytes(), "any.jpg"), photo_rgb)
+    np.testing.assert_array_equal(io_images.decode_image(PHOTO.read_bytes(), "any.jpg"), photo_rgb)
 
 
 def test_truncated_jpeg_is_an_error_although_opencv_decodes_it(tmp_path):
@@ -278,3 +278,26 @@ def test_iter_image_paths(tmp_path):
     assert got[-1] == explicit  # a file named explicitly is kept whatever its extension
     (tmp_path / "empty_dir").mkdir()
     assert list(iter_image_paths([tmp_path / "empty_dir"])) == []  # the CLI says "no image files found"
+
+
+def test_atomic_path_keeps_the_old_file_on_error_and_leaves_nothing_behind(tmp_path):
+    """attnmesh.io.atomic: the target is the old file until the block completes, then the whole new one; a
+    failing block leaves the old file and no temporary file; the new file gets a normal mode (not mkstemp's)."""
+    import os
+
+    from attnmesh.io.atomic import atomic_path, write_text_atomic
+
+    target = tmp_path / "graph.onnx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".onnx" and tmp != target
+            tmp.write_text("half")
+            assert target.read_text() == "old"
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["graph.onnx"]
+    write_text_atomic(target, "new")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["graph.onnx"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -15,11 +15,12 @@ from raytools import compare_rows
 from reference import PHOTOS, VIDEOS
 from test_cli_video import _truncated_mp4
 
-from attnmesh.cli_args import CliError
+from attnmesh.errors import CliError
 from attnmesh.io import iter_image_paths
-from attnmesh.outputs import parquet_schema
+from attnmesh.io.outputs import parquet_schema
 from attnmesh.cli import build_parser
-from attnmesh.ray import FaceMeshPredictor, command_options, expand_sources, video_table
+from attnmesh.cli.ray import command_options, expand_sources, video_table
+from attnmesh.ray import FaceMeshPredictor
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -103,3 +103,28 @@ def test_model_table_lists_every_model() -> None:
     for name in NAMES:
         assert f"| `{name}`" in table
     assert table.count("\n") == len(NAMES) + 1
+
+
+def test_every_registered_name_works_as_cli_model(tmp_path) -> None:
+    """``attnmesh images --model NAME`` and ``attnmesh eval --model NAME`` for every name and alias: the faces
+    come out with the registered number of landmarks (eval: the faces are found and the drift table printed)."""
+    import json
+    from importlib import resources
+
+    from attnmesh.cli import main
+
+    photo = str(resources.files("attnmesh") / "assets" / "astronaut.png")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "astronaut.png").write_bytes(open(photo, "rb").read())
+    for name in model_names():
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["images", photo, "--out", str(out), "--model", name]) == 0, name
+        faces = json.loads(out.read_text().splitlines()[0])["faces"]
+        assert len(faces) == 1 and len(faces[0]["landmarks"]) == get_model_spec(name).num_landmarks, name
+    report = tmp_path / "eval.json"
+    args = ["eval", str(folder), "--no-progress", "--out", str(report)]
+    for name in list_models():
+        args += ["--model", name]
+    assert main(args) == 0
+    assert set(json.loads(report.read_text())["models"]) == set(list_models())

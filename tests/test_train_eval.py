@@ -13,7 +13,8 @@ import torch
 from attnmesh.eval import maps, metrics
 from attnmesh.train.datasets import (AugmentConfig, FaceCrops, corrected_targets, correction_kernel, mirror_points,
                                      split_of, teacher_labels, w300_records)
-from attnmesh.train.trainer import Trainer, config_from_dict, load_net
+from attnmesh.train.trainer import Trainer, config_from_dict
+from attnmesh.weights.checkpoints import load_attention_mesh_file
 
 from reference import W300
 
@@ -71,7 +72,7 @@ def test_maps_are_consistent() -> None:
 def test_flip_maps_mesh_onto_its_mirror(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     records = w300_records(W300, split="train")[:40:10]
-    net = load_net("attention_mesh").eval()
+    net = load_attention_mesh_file("attention_mesh").eval()
     labels = teacher_labels(records, net, progress=False)
     idx = maps.mesh_to_68()
     kernel = correction_kernel(idx)
@@ -141,8 +142,8 @@ def test_checkpoint_resume_gives_identical_next_steps(tmp_path: Path) -> None:
     assert [h["step"] for h in resumed["history"]] == [4, 5, 6]
     for h_whole, h_res in zip(whole["history"][3:], resumed["history"]):
         assert h_whole["loss"] == pytest.approx(h_res["loss"], rel=1e-6, abs=1e-7)
-    a = load_net(str(tmp_path / "a" / "last.pt")).state_dict()
-    b = load_net(str(tmp_path / "b" / "last.pt")).state_dict()
+    a = load_attention_mesh_file(str(tmp_path / "a" / "last.pt")).state_dict()
+    b = load_attention_mesh_file(str(tmp_path / "b" / "last.pt")).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
@@ -152,7 +153,7 @@ def test_eval_command_counts_missed_faces(tmp_path: Path, capsys: pytest.Capture
 
     import cv2
 
-    from attnmesh.train.commands import main
+    from attnmesh.cli import main
 
     torch.set_num_threads(1)
     data = tmp_path / "set" / "faces"
@@ -184,7 +185,7 @@ def test_eval_command_runs_the_face_transformer(tmp_path: Path) -> None:
     weights file give the same report, and it lands near the teacher it was distilled from on held-out faces."""
     import shutil
 
-    from attnmesh.train.commands import main
+    from attnmesh.cli import main
     from attnmesh.weights import weights_dir
 
     torch.set_num_threads(1)
@@ -208,15 +209,16 @@ def test_eval_command_runs_the_face_transformer(tmp_path: Path) -> None:
 
 def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> None:
     """attnmesh.train.ship: an ``attnmesh train`` run's last.pt becomes float16 weights plus a manifest entry
-    (sha256, the config's text as recipe, steps, the float16 landmark change, recomputed here) that load_net
-    reads back as the run's weights rounded to float16; a file that is no checkpoint is a one-line WeightsError."""
+    (sha256, the config's text as recipe, steps, the float16 landmark change, recomputed here) that
+    load_attention_mesh_file reads back as the run's weights rounded to float16; a file that is no checkpoint is
+    a one-line WeightsError."""
     from safetensors import safe_open
 
     from attnmesh.models.attention_mesh import AttentionMesh
     from attnmesh.train.ship import ship
     from attnmesh.weights import WeightsError, sha256_file
 
-    net = load_net("attention_mesh").eval()
+    net = load_attention_mesh_file("attention_mesh").eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 1e-3, alpha=1.0)  # "fine-tuned": no longer the float16 import
@@ -238,7 +240,7 @@ def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> No
     with safe_open(str(file), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
         assert f.metadata() == {"architecture": "attention_mesh", "source": "attnmesh train my.toml, step 7"}
-    half = load_net(str(file)).eval()
+    half = load_attention_mesh_file(str(file)).eval()
     expected = {k: v.half().float() for k, v in net.state_dict().items()}
     assert all(torch.equal(half.state_dict()[k], expected[k]) for k in expected)
     x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
@@ -248,5 +250,5 @@ def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> No
     assert isinstance(half, AttentionMesh)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"bad\.pt: not a readable checkpoint") as e:
-        load_net(str(tmp_path / "bad.pt"))
+        load_attention_mesh_file(str(tmp_path / "bad.pt"))
     assert "\n" not in str(e.value)

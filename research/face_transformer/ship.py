@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from attnmesh.io.atomic import write_text_atomic
 from attnmesh.models.face_transformer import FaceTransformer
 from attnmesh.train.ship import store_float16
 from attnmesh.weights.checkpoints import model_from_checkpoint, read_checkpoint
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         if not (args.dir / MANIFEST_NAME).is_file():
-            (args.dir / MANIFEST_NAME).write_text(json.dumps({"models": {}}, indent=1) + "\n")
+            write_text_atomic(args.dir / MANIFEST_NAME, json.dumps({"models": {}}, indent=1) + "\n")
     try:
         entry = ship(args.checkpoint, args.recipe, args.steps, args.minutes, args.threads, args.dir, args.stage)
     except (ValueError, OSError, RuntimeError) as e:  # WeightsError, a checkpoint of another model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["FaceMesh", "FaceDetector", "Face", "Detection", "Roi", "load_image", "list_models", "create_model",
            "__version__"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnmesh.outputs import (csv_columns, error_record, image_record, jsonl_schema, npz_layout, open_writer,
+from attnmesh.io.outputs import (csv_columns, error_record, image_record, jsonl_schema, npz_layout, open_writer,
                               parquet_schema)
 
 from ._support import CLIP, SMALL_PHOTO, main, part_files

@@ -64,7 +64,7 @@ def test_truncated_video_is_reported_in_the_same_words_by_every_command(truncate
 
 def test_the_issue_recipe_half_of_the_whole_clip_is_seen_as_truncated(tmp_path):
     """The full clip remuxed with faststart and cut in half, read by the shared reader (no model: fast)."""
-    from attnmesh.video_reader import VideoReader
+    from attnmesh.io.video import VideoReader
 
     path = tmp_path / "half.mp4"
     frames = truncated_video(path, None)

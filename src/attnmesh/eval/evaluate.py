@@ -32,7 +32,7 @@ def _box(points: np.ndarray) -> tuple[float, float, float, float]:
 def landmark_runner(model: str, device: str = "cpu") -> Any:
     """The landmark runner (PyTorch) for ``model``: a registered model (:func:`attnmesh.list_models`; e.g.
     ``attention_mesh``, ``attention_mesh_300w``, ``face_transformer_xs``, ``cascade``), or a weights file: an
-    Attention Mesh ``.safetensors`` or training checkpoint ``.pt`` (:func:`attnmesh.train.trainer.load_net`), or
+    Attention Mesh ``.safetensors`` or training checkpoint ``.pt`` (:func:`attnmesh.weights.checkpoints.load_attention_mesh_file`), or
     a face-transformer distillation checkpoint or ``.safetensors``. Each crops its own input size from the
     same ROIs."""
     from ..registry import model_names
@@ -42,18 +42,18 @@ def landmark_runner(model: str, device: str = "cpu") -> Any:
 
     if model in model_names():
         return make_landmark_runner(model, backend="torch", device=device)
-    if checkpoint_architecture(model) == "face_transformer":
+    if model.endswith((".pt", ".safetensors")) and checkpoint_architecture(model) == "face_transformer":
         return TorchLandmarkRunner("face_transformer_xs", device=device, net=load_face_transformer_file(model))
-    from ..train.trainer import load_net
+    from ..weights.checkpoints import load_attention_mesh_file
 
-    return TorchLandmarkRunner("attention_mesh", device=device, net=load_net(model, device))
+    return TorchLandmarkRunner("attention_mesh", device=device, net=load_attention_mesh_file(model, device))
 
 
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
              max_faces: int = 4, progress: bool = True,
              batch_size: int = 32, chunk: int = 64, runners: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``models`` (names or weight paths) on the images of ``records`` (see
-    :mod:`attnmesh.train.datasets`); returns ``{"models": {name: summary}, "drift": {name: ...}, ...}``.
+    :mod:`attnmesh.eval.datasets`); returns ``{"models": {name: summary}, "drift": {name: ...}, ...}``.
     Records without 68-point annotations only contribute to the drift. ``runners``: the models' runners
     already made by :func:`landmark_runner` (made here otherwise)."""
     import torch
@@ -61,7 +61,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
     from ..geometry.roi import box_iou
     from ..runtime.detector import FaceDetector
     from ..pipeline.tracking import roi_from_detection
-    from ..train.datasets import read_rgb
+    from .datasets import read_rgb
 
     detector = FaceDetector(min_detection_confidence=0.5, device=device)
     runners = runners if runners is not None else {m: landmark_runner(m, device) for m in models}
@@ -84,7 +84,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
         items = [(im, roi) for im, rs in zip(images, rois) for roi in rs]
         for m in models:
             lm = runners[m]
-            points = np.zeros((0, 478, 3), np.float32)
+            points = np.zeros((0, lm.num_landmarks, 3), np.float32)
             scores = np.zeros((0,), np.float32)
             with torch.inference_mode():
                 for b0 in range(0, len(items), batch_size):

@@ -80,11 +80,16 @@ def mirror_68() -> np.ndarray:
 
 
 def to_68(landmarks: np.ndarray, mapping: str = "fixed") -> np.ndarray:
-    """(..., 478, 2+) mesh landmarks -> (..., 68, 2) iBUG points, by the ``"fixed"`` index map or the ``"linear"``
+    """(..., 478 or 468, 2+) mesh landmarks -> (..., 68, 2) iBUG points, by the ``"fixed"`` index map or the ``"linear"``
     map."""
     xy = np.asarray(landmarks)[..., :2]
     if mapping == "fixed":
         return xy[..., mesh_to_68(), :]
     if mapping == "linear":
-        return np.einsum("kj,...jc->...kc", linear_68(), xy)
+        w = linear_68()
+        if xy.shape[-2] < w.shape[1]:  # the 468-point base mesh: the map must not use the iris slots
+            if np.any(w[:, xy.shape[-2]:]):
+                raise ValueError(f"the linear map needs {w.shape[1]} landmarks, got {xy.shape[-2]}")
+            w = w[:, :xy.shape[-2]]
+        return np.einsum("kj,...jc->...kc", w, xy)
     raise ValueError(f"mapping must be 'fixed' or 'linear', got {mapping!r}")

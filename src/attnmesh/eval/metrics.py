@@ -101,13 +101,14 @@ def plot_ced(curves: dict[str, np.ndarray], path: str, threshold: float = THRESH
 
 
 def mesh_drift(a: Sequence[np.ndarray], b: Sequence[np.ndarray], exclude: Sequence[int]) -> dict[str, float]:
-    """How far model ``b``'s landmarks are from model ``a``'s on the same faces (lists of (478, 2+) arrays),
+    """How far model ``b``'s landmarks are from model ``a``'s on the same faces (lists of (478, 2+) or (468, 2+) arrays;
+    a 468-point mesh is compared on its 468 vertices),
     over the vertices not in ``exclude``, in percent of ``a``'s inter-ocular distance (vertices 33-263):
     mean over faces of the per-face mean, the 95th percentile of per-face means, and the mean of per-face
     maxima."""
-    keep = np.setdiff1d(np.arange(478), np.asarray(exclude))
     per_face, per_max = [], []
     for pa, pb in zip(a, b):
+        keep = np.setdiff1d(np.arange(min(len(pa), len(pb))), np.asarray(exclude))  # 468 with the base mesh
         iod = float(np.linalg.norm(pa[33, :2] - pa[263, :2]))
         d = np.linalg.norm(pa[keep, :2] - pb[keep, :2], axis=-1) / iod
         per_face.append(d.mean())

@@ -1,2 +1,2 @@
 """Export of the networks to ONNX (:mod:`attnmesh.export.onnx`) and INT8 quantization
-(:mod:`attnmesh.export.quantize`). Command line: ``python -m attnmesh.export --help``."""
+(:mod:`attnmesh.eval.quantize`). Command line: ``python -m attnmesh.export --help``."""

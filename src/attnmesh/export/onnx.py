@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
+from ..io.atomic import atomic_path, write_text_atomic
 from ..weights import load_model_weights, read_manifest
 
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
@@ -163,18 +164,14 @@ def export_graph(name: str, path: Path, opset: int = OPSET) -> Path:
         dummy = dummy * 2 - 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in spec.outputs}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(spec.outputs), dynamic_axes=axes,
-                          do_constant_folding=True)
-    try:
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=list(spec.outputs), dynamic_axes=axes,
+                              do_constant_folding=True)
         simplify(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -309,21 +306,19 @@ def _write_manifest(out_dir: Path, opset: int) -> None:
 
     files = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.onnx"))}
     data = {"key": cache_key(opset), "opset": opset, "torch": torch.__version__, "files": files}
-    tmp = out_dir / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    write_text_atomic(out_dir / MANIFEST, json.dumps(data, indent=2) + "\n")
 
 
 def ensure_onnx(name: str, model_dir: Path | str | None = None) -> Path:
     """Path of ``<name>.onnx`` in ``model_dir`` (default: the cache), exporting it first if missing.
     ``name`` may also be a quantized variant such as ``attention_mesh.int8`` (built by
-    :func:`attnmesh.export.quantize.quantize_attention_mesh`, never implicitly: it needs calibration data)."""
+    :func:`attnmesh.eval.quantize.quantize_attention_mesh`, never implicitly: it needs calibration data)."""
     model_dir = Path(model_dir) if model_dir is not None else default_cache_dir()
     path = model_dir / f"{name}.onnx"
     if path.is_file():
         return path
     if name not in GRAPHS:
-        raise FileNotFoundError(f"{path} not found; build it with `python -m attnmesh.export --int8 "
+        raise FileNotFoundError(f"{path} not found; build it with `python -m attnmesh.eval.quantize "
                                 f"--out {model_dir}`")
     export_all(model_dir, [name])
     return path

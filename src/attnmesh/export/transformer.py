@@ -18,7 +18,6 @@ carries the weights' sha256 prefix, so a stale file is never used.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from .onnx import OPSET, default_cache_dir, simplify
+from ..io.atomic import atomic_path
 from ..models.face_transformer import FaceTransformer
 
 OUTPUTS = ("landmarks", "embedding", "expression", "spoof_logit", "face_logit")
@@ -52,25 +52,21 @@ def export_face_transformer(model: FaceTransformer, path: Path | str, opset: int
     """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     dummy = torch.rand(2, 3, model.input_size, model.input_size)
     axes = {"image": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}}
     was_training = model.training
     graph = transformer_graph(model)  # export restores the wrapper's mode afterwards: it must be eval
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=list(OUTPUTS), dynamic_axes=axes,
-                              do_constant_folding=True)
-    finally:
-        model.train(was_training)
-    try:
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(graph, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=list(OUTPUTS), dynamic_axes=axes,
+                                  do_constant_folding=True)
+        finally:
+            model.train(was_training)
         if simplify_graph:
             simplify(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -79,13 +75,9 @@ def quantize_dynamic_int8(fp32_path: Path | str, out_path: Path | str) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
-    tmp = out_path.with_suffix(f".{os.getpid()}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         quantize_dynamic(str(fp32_path), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                          weight_type=QuantType.QInt8)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path
 
 
@@ -107,18 +99,16 @@ def quantize_static_int8(fp32_path: Path | str, out_path: Path | str, calibratio
 
     out_path = Path(out_path)
     pre = out_path.with_suffix(".pre.tmp")
-    tmp = out_path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        model = onnx.load(str(pre))
-        exclude = [n.name for n in model.graph.node if "landmark_out" in n.name or "face_out" in n.name]
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add"], nodes_to_exclude=exclude)
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            model = onnx.load(str(pre))
+            exclude = [n.name for n in model.graph.node if "landmark_out" in n.name or "face_out" in n.name]
+            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add"], nodes_to_exclude=exclude)
     finally:
         pre.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
         for extra in out_path.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     return out_path

@@ -9,13 +9,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..geometry.roi import Roi, crop_image, project_to_image
+from ..options import check_backend
+from ..registry import ModelSpec, get_model_spec
 from ..topology import mirror_478
+
+if TYPE_CHECKING:
+    import torch
 
 
 @runtime_checkable
@@ -51,6 +58,18 @@ def mirror_mean(landmarks: np.ndarray, presence: np.ndarray, size: int) -> tuple
     return (landmarks[:n] + back) / 2, (presence[:n] + presence[n:]) / 2
 
 
+MESH_ARCHITECTURES = ("attention_mesh", "face_landmark")
+
+
+def registered(model: str, architectures: Sequence[str], runner: str) -> ModelSpec:
+    """The registry entry of ``model``, refused (ValueError) unless its architecture is one ``runner`` runs."""
+    spec = get_model_spec(model)
+    if spec.architecture not in architectures:
+        raise ValueError(f"{runner} runs {' and '.join(architectures)} networks, not {spec.name!r} "
+                         f"({spec.architecture}); attnmesh.runtime.make_landmark_runner picks the runner of a model")
+    return spec
+
+
 class CropLandmarkRunner:
     """A :class:`LandmarkRunner` over a network run on batches of ROI crops: crop, :meth:`run`, project back."""
 
@@ -70,7 +89,14 @@ class CropLandmarkRunner:
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N, K, 3) in crop pixels (``input_size``-space) and presence scores (N,) for uint8 NHWC
-        crops."""
+        crops: :meth:`forward` on the crops (none: empty arrays)."""
+        if len(crops) == 0:
+            return empty_result(self.num_landmarks)
+        return self.forward(crops)
+
+    def forward(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's network on a non-empty batch: landmarks (N, K, 3) in crop pixels and presence scores
+        (N,) in [0, 1]."""
         raise NotImplementedError
 
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +110,34 @@ class CropLandmarkRunner:
         for p, (_, roi) in zip(points, items):
             p[:] = project_to_image(p, roi, self.input_size)
         return points, scores
+
+
+# -- choosing a backend ---------------------------------------------------------------------------------------
+
+def default_threads() -> int:
+    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else the CPUs this process may run on."""
+    return int(os.environ.get("ATTNMESH_THREADS", 0)) or len(os.sched_getaffinity(0)) or 1
+
+
+def device_type(device: str | torch.device) -> str:
+    """``"cpu"``, ``"cuda"``, ``"mps"``... of a device name or ``torch.device`` (no PyTorch import)."""
+    return str(device).split(":")[0]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float64, returned as float32 (presence scores from logits)."""
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def resolve_backend(backend: str = "auto", device: str | torch.device = "cpu") -> str:
+    """The backend that runs: ``backend``, or for ``"auto"`` the one chosen here. ValueError for an unknown
+    name, RuntimeError for ``"onnxruntime"`` when ONNX Runtime is not installed."""
+    check_backend(backend)
+    if backend == "auto":
+        if device_type(device) != "cpu":
+            return "torch"
+        for candidate in ("openvino", "onnxruntime"):
+            if importlib.util.find_spec(candidate) is not None:
+                return candidate
+        return "torch"
+    return backend

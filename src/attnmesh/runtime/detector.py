@@ -10,7 +10,6 @@ Best for faces within about 2 m of the camera (faces at least ~1/10 of the image
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,8 +113,8 @@ class FaceDetector(DetectorRunner):
 
     def __init__(self, min_detection_confidence: float = 0.5, device: str | torch.device = "cpu") -> None:
         from ..models.detector import BlazeFace
-        from ..weights import load_model_weights
         from ..options import check_device, check_unit
+        from ..weights import load_model_weights
 
         self.min_detection_confidence = check_unit("min_detection_confidence", min_detection_confidence)
         self.device = check_device(device)

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: drop-in runners for ``FaceMesh``'s landmark model, the cascade and the detector.
 
 * :class:`OrtLandmarkRunner`: a :class:`attnmesh.runtime.base.LandmarkRunner` for the mesh networks;
-  ``precision="int8"`` runs the statically quantized Attention Mesh (see :mod:`attnmesh.export.quantize`).
+  ``precision="int8"`` runs the statically quantized Attention Mesh (see :mod:`attnmesh.eval.quantize`).
 * :class:`OrtTransformerRunner`: the face transformer.
 * :class:`OrtFaceDetector`: a :class:`attnmesh.runtime.detector.DetectorRunner`.
 * :class:`OrtCascadeRunner`: face_landmark + iris, as :class:`attnmesh.runtime.cascade.TorchCascadeRunner`.
@@ -23,9 +23,8 @@ import torch
 from ..export.onnx import ensure_onnx
 from ..models.face_landmark import FaceLandmarkOutput
 from ..models.iris import IrisLandmarkOutput
-from ..registry import get_model_spec
-from . import default_threads, device_type, sigmoid
-from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .base import (MESH_ARCHITECTURES, CropLandmarkRunner, default_threads, device_type, mirror_mean, registered,
+                   sigmoid)
 from .cascade import TorchCascadeRunner
 from .detector import DetectorRunner
 
@@ -107,15 +106,12 @@ def _nchw01(crops: np.ndarray | torch.Tensor) -> np.ndarray:
 class OrtLandmarkRunner(CropLandmarkRunner):
     """Registered model ``model`` (Attention Mesh, face_landmark or the fine-tuned Attention Mesh) on ONNX
     Runtime. ``precision``: ``"fp32"``, or ``"int8"`` for measurements only (Attention Mesh; built with
-    ``python -m attnmesh.export --int8``; it misses the 0.5% IOD bar, see :mod:`attnmesh.export.quantize`)."""
+    ``python -m attnmesh.eval.quantize``; it misses the 0.5% IOD bar, see :mod:`attnmesh.eval.quantize`)."""
 
     def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu",
                  model_dir: Path | str | None = None, threads: int | None = None, providers: str | None = None,
                  precision: str = "fp32", profile: str | None = None) -> None:
-        spec = get_model_spec(model)
-        if spec.architecture not in ("attention_mesh", "face_landmark"):
-            raise ValueError(f"OrtLandmarkRunner runs mesh networks; {spec.name!r} has its own runner "
-                             "(attnmesh.runtime.make_landmark_runner)")
+        spec = registered(model, MESH_ARCHITECTURES, "OrtLandmarkRunner")
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
         if precision == "int8" and spec.name != "attention_mesh":
@@ -129,9 +125,7 @@ class OrtLandmarkRunner(CropLandmarkRunner):
         self.graph = OrtGraph(spec.name + (".int8" if precision == "int8" else ""), model_dir, threads, providers,
                               profile)
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         points, logit = self.graph(_nchw01(crops))
         return points, sigmoid(logit)
 
@@ -148,9 +142,7 @@ class OrtTransformerRunner(CropLandmarkRunner):
 
         from ..export.transformer import ensure_transformer_onnx
 
-        spec = get_model_spec(model)
-        if spec.architecture != "face_transformer":
-            raise ValueError(f"{spec.name!r} is not a face transformer")
+        spec = registered(model, ("face_transformer",), "OrtTransformerRunner")
         self.spec = spec
         self.mirror_average = mirror_average
         self.num_landmarks = spec.num_landmarks
@@ -160,16 +152,13 @@ class OrtTransformerRunner(CropLandmarkRunner):
                                             providers=["CPUExecutionProvider"])
         self.input_size = int(self.session.get_inputs()[0].shape[-1])
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         x = _nchw01(crops)
         if self.mirror_average:
             x = np.concatenate([x, x[..., ::-1]])
         landmarks, face_logit = self.session.run(["landmarks", "face_logit"], {"image": np.ascontiguousarray(x)})
-        if self.mirror_average:
-            return mirror_mean(landmarks, sigmoid(face_logit), self.input_size)
-        return landmarks, sigmoid(face_logit)
+        presence = sigmoid(face_logit)
+        return mirror_mean(landmarks, presence, self.input_size) if self.mirror_average else (landmarks, presence)
 
 
 class OrtFaceDetector(DetectorRunner):

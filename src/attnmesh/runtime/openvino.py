@@ -50,9 +50,8 @@ import numpy as np
 
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from ..options import check_unit
-from ..registry import get_model_spec
-from . import default_threads, device_type, sigmoid
-from .base import CropLandmarkRunner, empty_result, mirror_mean
+from .base import (MESH_ARCHITECTURES, CropLandmarkRunner, default_threads, device_type, mirror_mean, registered,
+                   sigmoid)
 from .detector import DetectorRunner
 
 if TYPE_CHECKING:
@@ -177,7 +176,7 @@ def cache_dir() -> Path:
 def ir_key(spec: IrSpec) -> str:
     """Changes with the package version, the weights, OpenVINO's version, the normalisation and
     :data:`GRAPH_REVISION`."""
-    from .. import __version__
+    from ..version import __version__
     from ..weights import read_manifest
 
     ov = import_openvino()
@@ -330,19 +329,14 @@ class OvLandmarkRunner(CropLandmarkRunner):
     def __init__(self, model: str = "attention_mesh", device: str | torch.device = "cpu", threads: int | None = None,
                  model_dir: Path | str | None = None) -> None:
         _check_cpu(device)
-        spec = get_model_spec(model)
-        if spec.architecture not in ("attention_mesh", "face_landmark"):
-            raise ValueError(f"OvLandmarkRunner runs mesh networks; {spec.name!r} has its own runner "
-                             "(attnmesh.runtime.make_landmark_runner)")
+        spec = registered(model, MESH_ARCHITECTURES, "OvLandmarkRunner")
         self.spec = spec
         self.device = "cpu"
         self.num_landmarks = spec.num_landmarks
         self.graph = OvGraph(graph_spec(spec.name), threads, Path(model_dir) if model_dir is not None else None)
         self.input_size = self.graph.spec.input_size
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         points, logit = self.graph(_uint8_crops(crops))
         return points, sigmoid(logit)
 
@@ -370,9 +364,7 @@ class OvTransformerRunner(CropLandmarkRunner):
     def __init__(self, model: str = "face_transformer_xs", device: str | torch.device = "cpu",
                  threads: int | None = None, model_dir: Path | str | None = None, mirror_average: bool = False) -> None:
         _check_cpu(device)
-        spec = get_model_spec(model)
-        if spec.architecture != "face_transformer":
-            raise ValueError(f"{spec.name!r} is not a face transformer")
+        spec = registered(model, ("face_transformer",), "OvTransformerRunner")
         self.spec = spec
         self.device = "cpu"
         self.mirror_average = mirror_average
@@ -381,9 +373,7 @@ class OvTransformerRunner(CropLandmarkRunner):
         self.input_size = self.graph.spec.input_size
         self._outputs = [self.graph.spec.outputs.index(o) for o in ("landmarks", "face_logit")]
 
-    def run(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if len(crops) == 0:
-            return empty_result(self.num_landmarks)
+    def forward(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         x = _uint8_crops(crops)
         if self.mirror_average:
             x = np.concatenate([x, x[:, :, ::-1]])

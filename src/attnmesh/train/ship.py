@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..io.atomic import atomic_path
 from ..weights import set_manifest_entry, sha256_file, weights_dir
 
 
@@ -45,10 +46,9 @@ def store_float16(model: torch.nn.Module, name: str, architecture: str, rebuild:
     state = {k: (v.detach().cpu().float() if k in float32_keys else v.detach().cpu().half())
              if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
     file = directory / f"{name}.safetensors"
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.part")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"architecture": architecture, **(metadata or {})})
-    os.replace(tmp, file)
+    with atomic_path(file) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"architecture": architecture, **(metadata or {})})
     os.chmod(file, 0o644)
     half = rebuild()
     half.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
@@ -67,10 +67,10 @@ def ship(run_dir: Path, name: str, config: Path, data: str, notes: str = "", dir
     with its provenance (``config``'s text as the recipe, ``data``, ``notes``); returns the manifest entry."""
     from ..models.attention_mesh import INPUT_SIZE, AttentionMesh
     from ..weights import read_weights_file
-    from .trainer import load_net
+    from ..weights.checkpoints import load_attention_mesh_file
 
     ckpt = read_weights_file(run_dir / "last.pt")
-    net = load_net(str(run_dir / "last.pt")).eval()
+    net = load_attention_mesh_file(str(run_dir / "last.pt")).eval()
     return store_float16(
         net, name, "attention_mesh", AttentionMesh, INPUT_SIZE,
         fine_tuned={"from": ckpt["config"]["init"], "data": data, "recipe": config.read_text(),

@@ -40,9 +40,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.atomic import atomic_path
 from .. import topology
 from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput
 from ..models.spatial import CROP_SIZE
+from ..weights.checkpoints import load_attention_mesh_file
 from .datasets import AugmentConfig
 
 # -- configuration ----------------------------------------------------------------------------------------
@@ -224,25 +226,6 @@ def load_config(path: str | Path) -> TrainConfig:
 # -- models -----------------------------------------------------------------------------------------------
 
 
-def load_net(model: str, device: str | torch.device = "cpu") -> AttentionMesh:
-    """An :class:`AttentionMesh` with shipped weights ``model`` (manifest name), a ``.safetensors`` file, or a
-    training checkpoint ``.pt``. Weights of another network (e.g. the face detector's) raise
-    :class:`attnmesh.weights.WeightsError` with one line, not torch's list of every missing tensor."""
-    from ..weights import WeightsError, load_state_dict, read_weights_file
-
-    net = AttentionMesh()
-    state = read_weights_file(model)["model"] if model.endswith((".safetensors", ".pt")) else load_state_dict(model)
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unknown = [k for k in state if k not in expected]
-    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unknown or reshaped:
-        example = (missing or unknown or reshaped)[0]
-        raise WeightsError(f"{model}: not Attention Mesh weights ({len(missing)} of its {len(expected)} tensors "
-                           f"missing, {len(unknown)} unknown, {len(reshaped)} of another shape; e.g. {example})")
-    net.load_state_dict(state, strict=True)
-    return net.to(device)
-
 
 def jitter_transforms(t: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Compose crop transforms (N, 2, 3) with a crop-frame similarity ``u -> c + s R(a) (u - c) + d``;
@@ -334,9 +317,8 @@ def lr_at(phase: PhaseConfig, k: int) -> float:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def export_weights(net: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float32,
@@ -344,9 +326,8 @@ def export_weights(net: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(state, str(tmp), metadata={"architecture": "attention_mesh", **(metadata or {})})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"architecture": "attention_mesh", **(metadata or {})})
 
 
 class Trainer:
@@ -368,7 +349,7 @@ class Trainer:
             records = records[: cfg.max_faces]
         if not records:
             raise ConfigError(f"no faces found in {', '.join(cfg.data)} (split {cfg.split!r})")
-        teacher = load_net(cfg.teacher).eval()
+        teacher = load_attention_mesh_file(cfg.teacher).eval()
         labels = teacher_labels(records, teacher, Path(cfg.cache) if cfg.cache else self.out / "cache",
                                 model_tag=cfg.teacher, progress=cfg.progress)
         keep = np.flatnonzero(labels["ok"])
@@ -378,7 +359,7 @@ class Trainer:
         kernel = correction_kernel(self.index_map, cfg.correction_sigma, cfg.correction_floor)
         target = np.stack([corrected_targets(t, r.points68, self.index_map, kernel) for t, r in zip(teach, records)])
         self.data = FaceCrops(records, rois, teach, target, cfg.augment)
-        self.net = load_net(cfg.init).to(self.device).train()
+        self.net = load_attention_mesh_file(cfg.init).to(self.device).train()
         self.params = freeze(self.net, cfg.freeze)
         self.step = 0
         self._opt_state: dict | None = None

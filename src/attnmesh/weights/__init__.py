@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..io.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -41,9 +42,7 @@ def set_manifest_entry(name: str, entry: dict[str, Any], directory: Path | None 
     manifest = json.loads(path.read_text())
     manifest["models"][name] = entry
     manifest["models"] = dict(sorted(manifest["models"].items()))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
     return entry
 
 

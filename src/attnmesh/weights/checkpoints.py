@@ -1,4 +1,5 @@
-"""Face-transformer weights outside the shipped set: distillation checkpoints (``.pt``) and weights files
+"""Weights outside the shipped set, read into their modules: Attention Mesh weights files and training
+checkpoints (:func:`load_attention_mesh_file`), and face-transformer distillation checkpoints (``.pt``) and weights files
 (``.safetensors``) written by the shipping step, read into :class:`~attnmesh.models.face_transformer.FaceTransformer`.
 The shipped ``face_transformer_xs`` is built by :func:`attnmesh.create_model`."""
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..models.attention_mesh import AttentionMesh
 from ..models.face_transformer import FaceTransformer
 
 
@@ -65,3 +67,23 @@ def checkpoint_architecture(path: str | Path) -> str:
     if recorded:
         return str(recorded)
     return "face_transformer" if "landmark_out.weight" in keys else "attention_mesh"
+
+
+def load_attention_mesh_file(model: str, device: str | torch.device = "cpu") -> AttentionMesh:
+    """An :class:`AttentionMesh` with shipped weights ``model`` (manifest name), a ``.safetensors`` file, or a
+    training checkpoint ``.pt``. Weights of another network (e.g. the face detector's) raise
+    :class:`attnmesh.weights.WeightsError` with one line, not torch's list of every missing tensor."""
+    from . import WeightsError, load_state_dict, read_weights_file
+
+    net = AttentionMesh()
+    state = read_weights_file(model)["model"] if model.endswith((".safetensors", ".pt")) else load_state_dict(model)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unknown = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unknown or reshaped:
+        example = (missing or unknown or reshaped)[0]
+        raise WeightsError(f"{model}: not Attention Mesh weights ({len(missing)} of its {len(expected)} tensors "
+                           f"missing, {len(unknown)} unknown, {len(reshaped)} of another shape; e.g. {example})")
+    net.load_state_dict(state, strict=True)
+    return net.to(device)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli_args import CliError
+from ..errors import CliError
 
 #: FFmpeg demuxers of still images: such a file is refused (it is not a video).
 IMAGE_DEMUXERS = ("image2", "image2pipe")
@@ -191,3 +191,48 @@ def upright(frame: Any) -> np.ndarray:
     image = frame.to_ndarray(format="rgb24")
     turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+class VideoWriter:
+    """An MP4 written with PyAV: H.264 (libx264, CRF 20) when PyAV has it, else MPEG-4 part 2; frames are RGB
+    uint8 (H, W, 3) of one size, padded by edge replication to even sides (yuv420p needs them), shown at
+    ``rate`` frames per second. Every command that writes a video uses it. The caller names the file (write
+    to a temporary name and rename when done: :class:`attnmesh.io.outputs.TempFile`)."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, rate: Fraction | float) -> None:
+        import av
+
+        self.width, self.height = width + width % 2, height + height % 2
+        self.container = av.open(os.fspath(path), mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=Fraction(rate).limit_denominator(1_000_000))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "20", "preset": "veryfast"}
+        else:
+            self.stream.bit_rate = 8_000_000
+        self.count = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one frame (RGB uint8, the size given at construction, or one pixel less per odd side)."""
+        import av
+
+        if rgb.shape[:2] != (self.height, self.width):
+            rgb = np.pad(rgb, ((0, self.height - rgb.shape[0]), (0, self.width - rgb.shape[1]), (0, 0)),
+                         mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.count
+        self.count += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and close the file."""
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+    def abandon(self) -> None:
+        """Close without flushing (after another error; the caller removes the file)."""
+        with contextlib.suppress(Exception):
+            self.container.close()

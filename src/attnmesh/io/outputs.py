@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .cli_args import CliError
+from ..errors import CliError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
 SCHEMA_VERSION = "attnmesh.faces/1"
@@ -65,7 +65,7 @@ def pose_record(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[str,
     ``{"pitch", "yaw", "roll"}`` degrees, ``"translation"`` [x, y, z] centimetres (camera metric space, z < 0)
     and ``"transform"`` the 4x4 canonical-face -> camera matrix (row-major nested lists); None when the
     landmarks are too degenerate for a fit."""
-    from .geometry.face_geometry import estimate_face_geometry
+    from ..geometry.face_geometry import estimate_face_geometry
 
     try:
         geometry = estimate_face_geometry(landmarks, image_size)

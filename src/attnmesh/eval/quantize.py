@@ -1,6 +1,6 @@
 """INT8 static quantization of the Attention Mesh graph (ONNX Runtime, QDQ, per-channel weights).
 
-    python -m attnmesh.export --int8 [--calibration-dir ../shared/data/300w-train]
+    python -m attnmesh.eval.quantize [--out DIR] [--calibration-dir ../shared/data/300w-train] [--calibration N]
 
 Recipe (fixed so that results can be reproduced):
 
@@ -29,11 +29,12 @@ for the int8 convolutions to win it back. INT8 is therefore not offered by
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..io.atomic import atomic_path
 
 DEFAULT_CALIBRATION = 128
 HOLDOUT_MOD = 5  # held out: sha1(relative path) % HOLDOUT_MOD == 0
@@ -119,16 +120,15 @@ def quantize_attention_mesh(fp32_path: Path, out_path: Path, crops: np.ndarray, 
             return next(self.batches, None)
 
     out_path = Path(out_path)
-    tmp = out_path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=nodes_to_quantize(Path(fp32_path)), op_types_to_quantize=list(OP_TYPES),
-                        calibrate_method=getattr(CalibrationMethod, calibrate_method),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_quantize=nodes_to_quantize(Path(fp32_path)),
+                            op_types_to_quantize=list(OP_TYPES),
+                            calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     finally:
-        tmp.unlink(missing_ok=True)
         for extra in out_path.parent.glob("augmented_model*.onnx"):
             extra.unlink(missing_ok=True)
     return out_path
@@ -139,3 +139,32 @@ def iod_deviation(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     inter-ocular distance (landmarks 33-263). Works in any frame (crop or image pixels)."""
     iod = np.linalg.norm(reference[:, 33, :2] - reference[:, 263, :2], axis=-1)
     return np.linalg.norm(points[..., :2] - reference[..., :2], axis=-1).mean(-1) / iod
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attnmesh.eval.quantize``: export the float32 graph if needed, calibrate on photos of the
+    calibration half of ``--calibration-dir`` and write ``attention_mesh.int8.onnx`` beside it."""
+    import argparse
+
+    from ..export.onnx import default_cache_dir, export_all
+
+    p = argparse.ArgumentParser(prog="python -m attnmesh.eval.quantize", description=main.__doc__)
+    p.add_argument("--out", type=Path, default=None, help="graph folder (default: the ONNX cache folder)")
+    p.add_argument("--calibration-dir", type=Path, default=Path("../shared/data/300w-train"))
+    p.add_argument("--calibration", type=int, default=DEFAULT_CALIBRATION, help="number of calibration crops")
+    a = p.parse_args(argv)
+    if not a.calibration_dir.is_dir():
+        p.error(f"calibration folder not found: {a.calibration_dir}")
+    out = a.out or default_cache_dir()
+    fp32 = export_all(out, ["attention_mesh"])["attention_mesh"]
+    calib, _ = split_images(a.calibration_dir)
+    crops, _ = face_crops(calib, a.calibration, log=print)
+    q = quantize_attention_mesh(fp32, Path(out) / "attention_mesh.int8.onnx", crops)
+    print(f"quantized {q} ({q.stat().st_size / 1e6:.1f} MB, calibrated on {len(crops)} crops)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,22 +1,9 @@
-"""``attnmesh eval`` and ``attnmesh train``, in the conventions of :mod:`attnmesh.cli` (register them in its
-``COMMANDS`` table)::
-
-    "eval": (add_eval, run_eval),
-    "train": (add_train, run_train),
-
-``attnmesh eval DATASET [--model M]... [--split all|train|val] [--map fixed|linear] [--out report.json]
+"""``attnmesh eval DATASET [--model M]... [--split all|train|val] [--map fixed|linear] [--out report.json]
 [--ced ced.png]``: the paper's Table 2 columns (all / eyes / lips NME), failure rate and AUC at 10% on the
 68 iBUG points of a 300-W style folder (images + .pts), or, for a folder of unannotated photos, the faces found
-and the mesh drift between the models. ``--model`` takes a shipped weights name (``attention_mesh``,
-``attention_mesh_300w``), a ``.safetensors`` file or a training checkpoint ``.pt``; repeat it to compare
-models on the same detections (drift is reported against the first).
-
-``attnmesh train CONFIG [--no-resume] [--steps N]``: train from a TOML / JSON / YAML config
-(:mod:`attnmesh.train.trainer`); resumes from ``OUT/last.pt`` unless ``--no-resume``.
-
-Outputs are written under a temporary name and renamed when complete; failures are one line
-``attnmesh: error: ...`` (exit code 1; 2 for bad arguments).
-"""
+and the mesh drift between the models. ``--model`` takes a registered model name, a ``.safetensors`` file or
+a training checkpoint ``.pt``; repeat it to compare models on the same detections (drift is reported against
+the first)."""
 
 from __future__ import annotations
 
@@ -25,31 +12,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from ..cli_args import CliError, InputFiles, _positive_int
-
-
-def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
-    return [common] if common is not None else []
-
-
-def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
-    from ..outputs import check_target
-
-    path = Path(target)
-    if path.suffix.lower() not in suffixes:
-        raise CliError(f"{what} {target}: the file name must end in {' or '.join(suffixes)}", 2)
-    return check_target(path, what)
-
-
-def _write_atomic(path: Path, writer: Any, what: str) -> None:
-    """``writer(tmp_path)`` writes a temporary file beside ``path``, renamed over it when complete."""
-    from ..outputs import TempFile
-
-    with TempFile(path, what) as tmp:
-        writer(tmp.path)
-
+from ..errors import CliError
+from ..registry import list_models
+from .common import InputFiles, _check_target, _common, _positive_int, _write_atomic
 
 # -- eval -----------------------------------------------------------------------------------------------------
 
@@ -65,9 +31,9 @@ def add_eval(sub: argparse._SubParsersAction,
     p.add_argument("dataset", help="300-W style folder (images with 68-point .pts files), an attnmesh landmark "
                                    "file (.jsonl/.npz), or a folder of photos (drift only)")
     p.add_argument("--model", action="append", metavar="M",
-                   help="weights: a shipped name (attention_mesh, attention_mesh_300w, face_transformer_xs), a "
-                        ".safetensors file or a training checkpoint .pt (Attention Mesh or face transformer); repeat "
-                        "to compare (default: attention_mesh)")
+                   help=f"a registered model ({', '.join(list_models())}), a .safetensors file or a training "
+                        "checkpoint .pt (Attention Mesh or face transformer, as recorded in the file); repeat to "
+                        "compare (default: attention_mesh)")
     p.add_argument("--split", choices=("all", "train", "val"), default="all",
                    help="the deterministic hash split of the data set to use (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
@@ -94,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise CliError("--ced needs matplotlib: pip install matplotlib") from None
     if not 0.0 < args.val_fraction < 1.0:
         raise CliError("--val-fraction must be between 0 and 1", 2)
-    from .datasets import load_records
+    from ..eval.datasets import load_records
     from ..weights import WeightsError
 
     try:
@@ -144,58 +110,3 @@ def run_eval(args: argparse.Namespace) -> int:
         _write_atomic(ced, lambda tmp: plot_ced({Path(k).name: v for k, v in errors.items()}, tmp,
                                                 title=f"{Path(args.dataset).name} ({args.split})"), "--ced")
     return 0
-
-
-# -- train ----------------------------------------------------------------------------------------------------
-
-
-def add_train(sub: argparse._SubParsersAction,
-              common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "train", parents=_common(common), help="fine-tune the Attention Mesh (two phases, distillation)",
-        description="Train from a config file (.toml, .json, .yaml): phase 1 on ideal region crops from the "
-                    "target mesh, phase 2 end to end; supervision from 68-point annotations through the mesh->68 "
-                    "map and distillation from the imported model. Checkpoints, resume, log.csv in the config's "
-                    "'out' folder; OUT/model.safetensors at the end.")
-    p.add_argument("config", help="training config (.toml, .json, .yaml); see configs/finetune_300w.toml")
-    p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="stop after global step N (resumable)")
-    p.add_argument("--device", help="override the config's torch device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from .trainer import ConfigError, Trainer, load_config
-
-    path = Path(args.config)
-    if not path.is_file():
-        raise CliError(f"{path}: no such config file")
-    try:
-        cfg = load_config(path)
-    except (ConfigError, ValueError, TypeError) as e:
-        raise CliError(f"{path}: {e}") from None
-    if args.device:
-        cfg.device = args.device
-    if args.no_progress:
-        cfg.progress = False
-    try:
-        trainer = Trainer(cfg)
-        summary = trainer.run(resume=not args.no_resume, stop_after=args.steps)
-    except (ConfigError, FileNotFoundError) as e:
-        raise CliError(str(e)) from None
-    print(f"trained to step {summary['steps']} of {trainer.total_steps} in {summary['seconds']:.0f} s; "
-          f"checkpoint {Path(cfg.out) / 'last.pt'}"
-          + (f"; weights {Path(cfg.out) / 'model.safetensors'}" if summary["steps"] >= trainer.total_steps else ""))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m attnmesh.train.commands eval|train ...``: the same as ``attnmesh eval|train ...``."""
-    from .. import cli
-
-    return cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``attnmesh video IN --out FILE [--render OUT.mp4] [--no-smooth]``: landmarks per frame in tracking mode,
+stabilised (``--no-smooth``: raw)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import CliError
+from .common import (OUT_HELP, PROG, InputFiles, _add_model_options, _commit, _discard, _error, _face_mesh, _faces_word,
+                     _nonnegative_float, _open_writer, _positive_int, _unit_float, add_engine_options,
+                     check_local_engine, refuse_same_output, say)
+
+# -- video --------------------------------------------------------------------------------------------------
+
+VIDEO_RENDER_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "video", parents=[common], help="face landmarks for every frame of a video (tracking mode)",
+        description="Track faces through a video (the detector runs only while fewer than --max-faces faces "
+                    "are tracked) and write their landmarks and head pose per frame, with the frame index and "
+                    "its timestamp in the container. One record per frame (JSON lines) or per frame x face "
+                    "(Parquet, CSV).")
+    p.add_argument("input", nargs="+", metavar="IN",
+                   help="video file (anything FFmpeg reads: mp4, mov, mkv, avi, webm...); several with --engine ray")
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help=OUT_HELP + "; '-': JSON lines on stdout")
+    p.add_argument("--render", metavar="OUT.mp4",
+                   help="also write the video with the meshes drawn (" + ", ".join(VIDEO_RENDER_EXTENSIONS) + ")")
+    p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes in --render")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="raw per-frame landmarks, as MediaPipe's FaceMesh (default: each tracked face is "
+                        "stabilised, head pose and expression filtered apart: about half MediaPipe's jitter, "
+                        "under a frame of lag; outputs, pose and overlay use the stabilised landmarks)")
+    p.add_argument("--smooth", action="store_true", help="accepted for compatibility: smoothing is the default")
+    p.add_argument("--smooth-beta", type=_nonnegative_float, default=None, metavar="B",
+                   help="smooth with MediaPipe's one-euro filter instead, with this beta (MediaPipe's: 80); "
+                        "lower smooths more and lags more")
+    _add_model_options(p, max_faces=1)
+    p.add_argument("--min-tracking-confidence", type=_unit_float, default=0.5, metavar="X",
+                   help="face presence below which a tracked face is dropped (default: 0.5)")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   help="stop after the first N frames")
+    add_engine_options(p, video=True)
+    return p
+
+
+class _VideoRender:
+    """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
+    name and renamed by :meth:`commit`."""
+
+    def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
+        from ..io.outputs import temp_path
+        from ..io.video import VideoWriter
+
+        self.target, self.pose_axes = target, pose_axes
+        self.tmp: str | None = temp_path(target, "--render")
+        self.writer = VideoWriter(self.tmp, width, height, rate)
+
+    def write(self, image: Any, faces: Sequence[Any]) -> None:
+        from ..render import draw_face_mesh
+
+        self.writer.write(draw_face_mesh(image, faces, pose_axes=self.pose_axes))
+
+    def commit(self) -> None:
+        from ..io.outputs import replace
+
+        try:
+            self.writer.close()
+        except Exception as e:  # noqa: BLE001
+            self.discard()
+            raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
+        replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
+        self.tmp = None
+
+    def discard(self) -> None:
+        from ..io.outputs import remove_quietly
+
+        if self.tmp is None:
+            return
+        self.writer.abandon()
+        remove_quietly(self.tmp)
+        self.tmp = None
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from ..io.video import VideoReader
+
+    check_local_engine(args, "video")
+    if isinstance(args.input, list):
+        if len(args.input) > 1:
+            raise CliError(f"{len(args.input)} videos given: one at a time, or all with --engine ray", code=2)
+        args.input = args.input[0]
+    if args.render is not None:
+        suffix = Path(args.render).suffix.lower()
+        if suffix not in VIDEO_RENDER_EXTENSIONS:
+            raise CliError(f"--render {args.render}: give a video file name ending in "
+                           + ", ".join(VIDEO_RENDER_EXTENSIONS))
+    refuse_same_output(("--out", args.out), ("--render", args.render))
+    inputs = InputFiles([args.input])
+    inputs.refuse("--out", args.out)
+    inputs.refuse("--render", args.render)
+    video = VideoReader(args.input)
+    out = render = None
+    try:
+        out = _open_writer(args.out, args)
+        from tqdm import tqdm
+
+        from ..io.outputs import face_record, frame_record
+        from ..pipeline.smoothing import MultiFaceSmoother
+        from ..pipeline.stabilizer import MultiFaceStabilizer
+
+        if args.smooth_beta is not None and (args.smooth_beta < 0 or args.no_smooth):
+            raise CliError("--smooth-beta must be >= 0" if args.smooth_beta < 0 else
+                           "--smooth-beta and --no-smooth contradict each other")
+        fm = _face_mesh(args, static=False)
+        smoother: Any = None if args.no_smooth else MultiFaceStabilizer()
+        if args.smooth_beta is not None:
+            smoother = MultiFaceSmoother(beta=args.smooth_beta)
+        total = video.declared_frames or None
+        if total and args.max_frames:
+            total = min(total, args.max_frames)
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+        n_frames = n_faces = n_with_face = 0
+        last_time = 0.0
+        with bar:
+            for index, timestamp, image in video.frames(args.max_frames):
+                height, width = image.shape[:2]
+                if render is None and args.render is not None:
+                    render = _VideoRender(args.render, width, height, video.rate, args.pose_axes)
+                faces = fm.process(image)
+                smoothed: list[Any] = [None] * len(faces)
+                if smoother is not None:
+                    keys = [f.track_id if getattr(f, "track_id", None) is not None else i
+                            for i, f in enumerate(faces)]
+                    result = smoother(dict(zip(keys, (f.landmarks for f in faces))), timestamp)
+                    smoothed = [result[k] for k in keys]
+                records = [face_record(f, (width, height), lm, video=True) for f, lm in zip(faces, smoothed)]
+                out.write(frame_record(args.input, index, timestamp, width, height, records))
+                if render is not None:
+                    import dataclasses
+
+                    shown = [f if lm is None else dataclasses.replace(f, landmarks=lm)
+                             for f, lm in zip(faces, smoothed)]
+                    render.write(image, shown)
+                n_frames += 1
+                n_faces += len(faces)
+                n_with_face += bool(faces)
+                last_time = timestamp
+                bar.update(1)
+        problem = video.finish()
+        _commit(out, render)
+    except BaseException:
+        _discard(out, render)
+        raise
+    finally:
+        video.close()
+    where = "stdout" if args.out == "-" else args.out
+    rendered = f" and {args.render}" if args.render else ""
+    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
+        f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
+        f"{where}{rendered}")
+    if problem is not None:
+        _error(problem)
+        return 1
+    return 0
