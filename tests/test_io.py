@@ -301,3 +301,22 @@ def test_atomic_path_keeps_the_old_file_on_error_and_leaves_nothing_behind(tmp_p
     os.umask(umask)
     assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["graph.onnx"]
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_temporary_output_dropped_before_its_block_is_removed(tmp_path):
+    """An exception (Ctrl-C, SIGTERM turned into one) between creating a TempFile and entering its 'with' block
+    must not leave the hidden temporary file behind: it goes with the object."""
+    import gc
+    import os
+
+    from attnmesh.io.outputs import TempFile
+
+    target = tmp_path / "faces.parquet"
+    tmp = TempFile(target, "--out")
+    assert os.path.exists(tmp.path)
+    del tmp
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+    with TempFile(target, "--out") as tmp:
+        open(tmp.path, "w").write("rows")
+    assert os.listdir(tmp_path) == ["faces.parquet"] and target.read_text() == "rows"

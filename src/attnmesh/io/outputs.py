@@ -31,11 +31,14 @@ other files the commands write (overlays, videos, reports).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -304,6 +307,22 @@ def remove_quietly(path: str | None) -> None:
         pass
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (in this thread) until the block ends: the CLI turns them into exceptions, which
+    must not interrupt the few steps that create or rename a temporary file. Where signals cannot be masked,
+    the block runs as is."""
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class TempFile:
     """A file written under a temporary name beside ``target`` (:func:`temp_path`) and renamed over it by
     :meth:`commit`; :meth:`discard` removes it. As a context manager it commits when the block ends normally
@@ -315,16 +334,22 @@ class TempFile:
 
     def __init__(self, target: str | os.PathLike, what: str = "--out") -> None:
         self.target, self.what = target, what
-        self.path: str | None = temp_path(target, what)
+        with _signals_held():  # Ctrl-C or SIGTERM cannot fall between creating the file and owning it
+            self.path: str | None = temp_path(target, what)
+            # removed when this object goes away uncommitted, even if a signal came before its 'with' block
+            self._cleanup = weakref.finalize(self, remove_quietly, self.path)
 
     def commit(self) -> None:
         if self.path is not None:
-            replace(self.path, self.target, self.what)
-            self.path = None
+            with _signals_held():
+                replace(self.path, self.target, self.what)
+                self.path = None
+                self._cleanup.detach()
 
     def discard(self) -> None:
         remove_quietly(self.path)
         self.path = None
+        self._cleanup.detach()
 
     def __enter__(self) -> TempFile:
         return self

@@ -152,7 +152,7 @@ class GpuLandmarkPredictor:
     # The LandmarkRunner protocol (attnmesh.runtime.base), so this can stand in for FaceMesh's runner on a GPU:
     # FaceMesh(model=GpuLandmarkPredictor(), device="cuda").
     def crop(self, image: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
+        t = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1)[None].to(self.device)
         crops = crop_rois(t, rois_tensor(rois, self.device), self.input_size,
                           torch.zeros(len(rois), dtype=torch.long, device=self.device))
         return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -160,7 +160,7 @@ class GpuLandmarkPredictor:
     def predict(self, image: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
         if not rois:
             return np.zeros((0, self.num_landmarks, 3), np.float32), np.zeros((0,), np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        t = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1)[None]
         idx = torch.zeros(len(rois), dtype=torch.long)
         p, s = self.predict_batch(t, rois_tensor(rois), idx)
         return p.cpu().numpy(), s.cpu().numpy()
