@@ -17,7 +17,7 @@
    annotation with IoU >= 0.3, a missed face is a failure).
 3. **Speed**, model only, batch 1 (one face), ``--threads`` intra-op threads: faces/s on torch CPU fp32, ONNX
    Runtime fp32 and INT8. Runners are timed interleaved (round robin), each cell the median over rounds.
-4. **Other heads** (:mod:`attnmesh.transformer.evaluate`): verification on held-out YTF identities (with a
+4. **Other heads** (:mod:`research.face_transformer.evaluate`): verification on held-out YTF identities (with a
    random-init network as reference) and the expression head against its landmark-derived labels.
 5. **Attention cost vs patch count**: one MobileViT block of the model's /8 stage (16x16 map, 48 channels,
    transformer width 64, 2 layers) with patch sides 1, 2, 4, 8: tokens per sequence ``N = 256 / p^2``, ``p^2``
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/ (outside the package)
 from _machine import describe  # noqa: E402
 
 from attnmesh import topology  # noqa: E402
@@ -224,8 +225,8 @@ def main() -> None:
     student = TorchLandmarkRunner("face_transformer_xs", net=model)
     detector = FaceDetector()
 
-    from attnmesh.transformer.data import Cache, make_batch, Augment
-    from attnmesh.transformer.distill import mean_shape
+    from research.face_transformer.data import Cache, make_batch, Augment
+    from research.face_transformer.distill import mean_shape
     from attnmesh.export.transformer import export_face_transformer, quantize_dynamic_int8, quantize_static_int8
 
     cache = Cache(a.cache)
@@ -262,7 +263,7 @@ def main() -> None:
         report["nme_300w_val"] = nme_300w(nme_models, detector)
         print(f"300-W: {time.perf_counter() - t0:.0f} s")
 
-    from attnmesh.transformer.evaluate import expression, verification
+    from research.face_transformer.evaluate import expression, verification
 
     torch.manual_seed(0)
     report["verification_ytf_held_out"] = {"face transformer xs": verification(model, cache),

@@ -124,7 +124,7 @@ def stage_costs(paths: list[Path]) -> dict[str, float]:
 
     args = ap.Namespace(max_faces=5, no_refine=False, min_detection_confidence=0.5, device="cpu", backend="auto",
                         model="attention", debug=False)
-    fm = common._face_mesh(args, num_threads=1)
+    fm = common.command_face_mesh(args, num_threads=1)
     t = time.perf_counter()
     blobs = [p.read_bytes() for p in paths]
     t_read = time.perf_counter() - t

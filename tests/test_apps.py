@@ -286,3 +286,27 @@ def test_puppet_command_writes_coefficients_and_avatar(tmp_path, short_clip):
     assert str(table.schema.field("jawOpen").type) == "float"
     r = run_apps("puppet", short_clip, "--out", tmp_path / "coeffs.txt")
     assert r.returncode == 2 and r.stderr.startswith("attnmesh: error: --out")
+
+
+def test_blendshape_net_training_writes_what_the_shipped_loader_reads(tmp_path):
+    """research/blendshape_net/train.py (outside the wheel), a tiny run: weights and manifest in the shipped
+    format (same keys, inputs, outputs and sizes as the shipped manifest, sha256 of the written file) that load
+    strictly into the shipped network class."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from attnmesh.apps.blendshape_net import MANIFEST_NAME, WEIGHTS_NAME, BlendshapeNet, apps_dir
+    from research.blendshape_net.train import main
+
+    main(["--samples", "48", "--val-samples", "8", "--epochs", "2", "--out-dir", str(tmp_path)])
+    shipped = json.loads((apps_dir() / MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest.keys() == shipped.keys() and manifest["training"]["samples"] == 48
+    for key in ("model", "num_inputs", "hidden", "input_scale", "feature_ids", "outputs", "dtype"):
+        assert manifest[key] == shipped[key], key
+    assert manifest["sha256"] == hashlib.sha256((tmp_path / WEIGHTS_NAME).read_bytes()).hexdigest()
+    net = BlendshapeNet(manifest["num_inputs"], len(manifest["outputs"]), manifest["hidden"])
+    net.load_state_dict({k: v.float() for k, v in load_file(str(tmp_path / WEIGHTS_NAME)).items()}, strict=True)
+    out = net.eval()(torch.zeros(1, manifest["num_inputs"]))
+    assert out.shape == (1, len(manifest["outputs"]))

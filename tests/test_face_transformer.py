@@ -13,6 +13,7 @@ from attnmesh.models.face_transformer import (EMBEDDING_DIM, EXPRESSIONS, FaceTr
                                               sample_points, unfold_patches)
 from attnmesh.weights import WeightsError
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "photos").is_dir(), reason="../shared/data not available")
 
@@ -86,7 +87,7 @@ def test_sample_points_matches_bilinear_interpolation():
 def test_refiner_starts_as_identity_on_a_model_without_one():
     """A checkpoint of a model without point refiners starts a model with them at exactly its landmarks; keys
     that do not fit are an error."""
-    from attnmesh.transformer.distill import load_init
+    from research.face_transformer.distill import load_init
 
     torch.manual_seed(1)
     plain = FaceTransformer("xs", refine_dim=0).eval()
@@ -124,7 +125,7 @@ def test_augmentation_moves_image_and_landmarks_together():
     mirroring, the blob's intensity centroid in the student input must be where the landmarks went."""
     from types import SimpleNamespace
 
-    from attnmesh.transformer.data import CACHE_CROP, IDENTITY_VIEW, Augment, make_batch
+    from research.face_transformer.data import CACHE_CROP, IDENTITY_VIEW, Augment, make_batch
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:CACHE_CROP, 0:CACHE_CROP] + 0.5  # pixel i spans [i, i + 1): centres at i + 0.5
@@ -163,7 +164,7 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
     from attnmesh.train.datasets import read_pts, roi_from_68
-    from attnmesh.transformer.data import (CACHE_CROP, CONTEXT, DETECTOR_VIEW, RANDOM_VIEWS, Augment,
+    from research.face_transformer.data import (CACHE_CROP, CONTEXT, DETECTOR_VIEW, RANDOM_VIEWS, Augment,
                                            _items_for_image, _Teacher, make_batch)
 
     teacher = _Teacher(1)
@@ -209,7 +210,7 @@ def test_cached_views_are_the_teachers_answer_on_their_own_crop():
 @pytest.fixture(scope="module")
 def small_views_cache(tmp_path_factory):
     """A three-face 300-W cache with views (the base of the synthetic items)."""
-    from attnmesh.transformer.data import collect, save_cache
+    from research.face_transformer.data import collect, save_cache
 
     if not (DATA / "photos").is_dir():
         pytest.skip("../shared/data not available")
@@ -223,7 +224,7 @@ def _assert_targets_are_the_teachers_answers(cache, i: int) -> None:
     on a direct crop of the item's cache crop at that view (run again here), and the input is that crop."""
     from attnmesh.eval.maps import mirror_478
     from attnmesh.geometry.roi import Roi, crop_image
-    from attnmesh.transformer.data import Augment, _Teacher, make_batch
+    from research.face_transformer.data import Augment, _Teacher, make_batch
 
     teacher = _Teacher(1)
     crop = np.asarray(cache.crops[i])
@@ -244,7 +245,7 @@ def _assert_targets_are_the_teachers_answers(cache, i: int) -> None:
 
 def _assert_face_roi_then_ordinary_views(cache, i: int) -> None:
     """Cache item ``i``'s views are the face ROI, then views inside the ordinary random ranges (VIEW_*)."""
-    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, IDENTITY_VIEW, VIEW_LOG_SCALE, VIEW_ROTATION
+    from research.face_transformer.data import CACHE_CROP, CONTEXT, IDENTITY_VIEW, VIEW_LOG_SCALE, VIEW_ROTATION
 
     assert np.array_equal(cache.views[i, 0], IDENTITY_VIEW)
     side = cache.views[i, 1:, 2] / (CACHE_CROP / CONTEXT)
@@ -257,8 +258,8 @@ def test_composites_paste_a_second_face_and_carry_the_teachers_answers(small_vie
     pixels where the donor went), its between-views lie on the way to the donor, and every view's targets, as
     make_batch renders them from the new cache, are the teacher's own landmarks on a direct crop of the
     composite at that view (run again here), for the plain and the mirrored input."""
-    from attnmesh.transformer import composite as cp
-    from attnmesh.transformer.data import CACHE_CROP, COMPOSITE_SOURCE, CONTEXT, Cache
+    from research.face_transformer import composite as cp
+    from research.face_transformer.data import CACHE_CROP, COMPOSITE_SOURCE, CONTEXT, Cache
 
     base = Cache(small_views_cache)
     seen = set()
@@ -293,9 +294,9 @@ def test_rotated_items_turn_the_view_and_carry_the_teachers_answers(small_views_
     """A rotated-view item is a copy of a cached face's crop whose views (all but the face ROI) are turned
     ROTATION from upright, and every view's targets are the teacher's own answers on that turned crop (run
     again here), plain and mirrored; the distillation's hard views of a rotated item are all but the face ROI."""
-    from attnmesh.transformer import rotated as rt
-    from attnmesh.transformer.data import IDENTITY_VIEW, ROTATED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import rotated as rt
+    from research.face_transformer.data import IDENTITY_VIEW, ROTATED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     with pytest.raises(ValueError, match="no usable val faces"):  # the base cache's faces are all training faces
@@ -334,9 +335,9 @@ def test_degraded_items_rebuild_from_their_base_and_carry_the_teachers_answers(s
     random views; every view's targets are the teacher's own answers on that crop (run again here)."""
     import cv2
 
-    from attnmesh.transformer import degraded as dg
-    from attnmesh.transformer.data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import degraded as dg
+    from research.face_transformer.data import CACHE_CROP, CONTEXT, DEGRADED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     dg.build(small_views_cache, tmp_path / "mixed", train=8, val=0, log=lambda s: None)
@@ -383,8 +384,8 @@ def test_morph_geometry_similarity_and_spline_field():
     point back to its base point (the spline interpolates them) and leaves the crop's border where it is."""
     import cv2
 
-    from attnmesh.transformer import morphed as mp
-    from attnmesh.transformer.data import CACHE_CROP
+    from research.face_transformer import morphed as mp
+    from research.face_transformer.data import CACHE_CROP
 
     rng = np.random.default_rng(3)
     src = rng.uniform(30, 130, (468, 2))
@@ -415,9 +416,9 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
     face-ROI answer on it lies near the recorded target shape, much nearer than to the base face's own mesh;
     its views are the face ROI and ordinary random views; every view's targets are the teacher's own answers
     on that crop (run again here), plain and mirrored."""
-    from attnmesh.transformer import morphed as mp
-    from attnmesh.transformer.data import MORPHED_SOURCE, Cache
-    from attnmesh.transformer.distill import hard_views
+    from research.face_transformer import morphed as mp
+    from research.face_transformer.data import MORPHED_SOURCE, Cache
+    from research.face_transformer.distill import hard_views
 
     base = Cache(small_views_cache)
     mp.build(small_views_cache, tmp_path / "mixed", train=6, val=0, log=lambda s: None)
@@ -450,8 +451,8 @@ def test_morphed_items_follow_their_target_shape_and_carry_the_teachers_answers(
 
 @needs_data
 def test_short_distillation_loss_falls(tmp_path):
-    from attnmesh.transformer.data import Augment, collect, save_cache
-    from attnmesh.transformer.distill import DistillConfig, train
+    from research.face_transformer.data import Augment, collect, save_cache
+    from research.face_transformer.distill import DistillConfig, train
 
     items = collect(DATA, sources=("300w",), limit=6, log=lambda s: None)
     assert len(items) == 6
@@ -555,15 +556,15 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
 
 
 def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path):
-    """attnmesh.transformer.soup: every float tensor (BatchNorm statistics included) is the mean of the
+    """research.face_transformer.soup: every float tensor (BatchNorm statistics included) is the mean of the
     checkpoints' tensors, integer buffers come from the first; a checkpoint of another architecture is a clear
     error (library and command line)."""
     import subprocess
     import sys
 
-    from attnmesh.transformer.distill import save_checkpoint
     from attnmesh.weights.checkpoints import load_face_transformer_file
-    from attnmesh.transformer.soup import average
+    from research.face_transformer.distill import save_checkpoint
+    from research.face_transformer.soup import average
 
     models = []
     for seed in (0, 1):
@@ -589,7 +590,181 @@ def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_pat
     save_checkpoint(FaceTransformer("xs", 128, 0, None), 5, tmp_path / "plain.pt")  # no point refiner
     with pytest.raises(ValueError, match="another architecture"):
         average([tmp_path / "0.pt", tmp_path / "plain.pt"])
-    r = subprocess.run([sys.executable, "-m", "attnmesh.transformer.soup", str(tmp_path / "0.pt"),
-                        str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "research.face_transformer.soup", str(tmp_path / "0.pt"),
+                        str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x.pt")], capture_output=True, text=True,
+                       cwd=ROOT)  # research/ imports from the repository root
     assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_recipe_is_the_shipped_lineage():
+    """research/face_transformer/recipe.toml: every stage's settings are explicit (the defaults give every
+    setting, so no stage depends on a code default), every file a step reads is written by an earlier step, and
+    its stages, their recorded steps and the final architecture are those in the shipped weights' manifest."""
+    import dataclasses
+
+    from attnmesh.train.trainer import read_config_file
+    from attnmesh.weights import read_manifest
+    from research.face_transformer.data import Augment
+    from research.face_transformer.distill import DistillConfig, LossWeights
+    from research.face_transformer.recipe import RECIPE, load_recipe
+
+    raw = read_config_file(RECIPE)
+    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"cache", "out", "init", "augment", "loss"}
+    assert set(raw["defaults"]) - {"augment", "loss"} == fields
+    assert set(raw["defaults"]["augment"]) == {f.name for f in dataclasses.fields(Augment)}
+    assert set(raw["defaults"]["loss"]) == {f.name for f in dataclasses.fields(LossWeights)}
+
+    recipe = load_recipe()
+    assert recipe.root == ROOT and recipe.model == "face_transformer_xs"
+    entry = read_manifest()["models"]["face_transformer_xs"]
+    ship = recipe.steps[-1]
+    assert ship.run == "ship" and "dir" not in ship.settings  # the last step writes the package's weights
+    stages = [recipe.step(n) for n in ship.settings["stages"]]
+    assert [s.settings["recorded_steps"] for s in stages] == entry["fine_tuned"]["steps_per_stage"]
+    assert ship.settings["stages"] == entry["fine_tuned"]["recipe_stages"]
+    assert [s.settings["refit_only"] for s in stages] == [False] * 9 + [True, False, False, True]
+    last = stages[-1].config
+    assert (last.size, last.input_size, last.refine_dim, last.refine_steps) == (
+        "xs", entry["input_size"], entry["refine_dim"], entry["refine_steps"])
+    # stages 1-3 had no point refiner, stage 4 added it; stage 2 stopped at step 3,000 without a refit
+    assert [recipe.step(f"stage{i}").config.refine_dim for i in (1, 2, 3, 4)] == [0, 0, 0, 64]
+    assert recipe.step("stage2").config.stop_step == 3000 and recipe.step("stage2").config.refit_epochs == 0
+
+
+def test_recipe_errors_name_the_step(tmp_path):
+    """A wrong setting or a step that reads what no earlier step writes is a ConfigError naming the step; the
+    command line says it in one line and exits 2."""
+    import subprocess
+    import sys
+
+    from attnmesh.train.trainer import ConfigError
+    from research.face_transformer.recipe import load_recipe
+
+    head = 'model = "face_transformer_xs"\nroot = "."\n[[steps]]\nname = "cache"\nrun = "data"\nout = "c"\n'
+    stage = '[[steps]]\nname = "s1"\nrun = "distill"\n[steps.config]\ncache = "{cache}"\nout = "o"\n{extra}\n'
+    good = tmp_path / "good.toml"
+    good.write_text(head + stage.format(cache="c", extra="lr = 0.001"))
+    assert load_recipe(good).step("s1").config.lr == 0.001
+    cases = {"typo.toml": (stage.format(cache="c", extra="lr = 0.001\nlearning_rate = 1.0"), "s1.*learning_rate"),
+             "type.toml": (stage.format(cache="c", extra='lr = "fast"'), "s1.*lr must be a number"),
+             "order.toml": (stage.format(cache="elsewhere", extra=""), "s1: reads .*elsewhere.*no earlier step")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(head + text)
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(tmp_path / name)
+    r = subprocess.run([sys.executable, "-m", "research.face_transformer.recipe", "--recipe",
+                        str(tmp_path / "typo.toml")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_face_transformer_ship_keeps_the_landmark_bias_float32(tmp_path):
+    """research.face_transformer.ship (through attnmesh.train.ship.store_float16): float16 weights but the
+    landmark head's bias, the manifest entry's architecture, sha256 and float16 landmark change (recomputed
+    here), and the stored weights load back as the model rounded to float16."""
+    import json
+
+    from safetensors import safe_open
+
+    from attnmesh.weights.checkpoints import load_face_transformer_file
+    from attnmesh.weights import sha256_file
+    from research.face_transformer.distill import save_checkpoint
+    from research.face_transformer.ship import main
+
+    torch.manual_seed(0)
+    model = FaceTransformer("xs", 128, 64, 1).eval()
+    save_checkpoint(model, 12, tmp_path / "checkpoint.pt")
+    assert main([str(tmp_path / "checkpoint.pt"), "--recipe", "r.toml", "--steps", "12", "--minutes", "1",
+                 "--dir", str(tmp_path / "w")]) == 0
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["face_transformer_xs"]
+    file = tmp_path / "w" / "face_transformer_xs.safetensors"
+    assert entry["sha256"] == sha256_file(file) and (entry["input_size"], entry["refine_dim"]) == (128, 64)
+    with safe_open(str(file), "pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+        assert f.metadata() == {"architecture": "face_transformer", "model": "face_transformer_xs", "input_size": "128"}
+    assert dtypes.pop("landmark_out.bias") == torch.float32
+    assert {d for d in dtypes.values() if d.is_floating_point} == {torch.float16}
+    stored = load_face_transformer_file(file)
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        change = float((model(x).landmarks - stored(x).landmarks).abs().max())
+    assert 0 < change < 0.1 and entry["fine_tuned"]["float16_max_landmark_change_px"] == round(change, 5)
+    assert entry["fine_tuned"]["steps_per_stage"] == [12]
+
+
+def test_recipe_runs_stages_a_soup_and_ship(tmp_path, small_views_cache):
+    """A small recipe run step by step: a stage that keeps its checkpoint before the head refit, a stage that
+    continues it and stops at stop_step (its schedule unchanged), their soup with the heads refitted, shipped
+    into a folder with the steps each stage ran."""
+    import json
+    import shutil
+
+    from attnmesh.weights.checkpoints import load_face_transformer_file
+    from research.face_transformer.recipe import load_recipe, run_step
+
+    shutil.copytree(small_views_cache, tmp_path / "cache")
+    common = "batch_size = 3\nwarmup_steps = 1\nlog_every = 1\ncheckpoint_every = 0\nrefit_copies = 1\n"
+    (tmp_path / "r.toml").write_text(f"""model = "face_transformer_xs"
+root = "."
+[defaults]
+{common}
+[[steps]]
+name = "cache"
+run = "data"
+out = "cache"
+[[steps]]
+name = "a"
+run = "distill"
+keep_before_refit = "before_refit.pt"
+[steps.config]
+cache = "cache"
+out = "a"
+max_steps = 3
+refit_epochs = 1
+[[steps]]
+name = "b"
+run = "distill"
+[steps.config]
+cache = "cache"
+init = "a/before_refit.pt"
+out = "b"
+max_steps = 6
+stop_step = 2
+refit_epochs = 0
+[[steps]]
+name = "mean"
+run = "soup"
+checkpoints = ["a/checkpoint.pt", "b/checkpoint.pt"]
+out = "c/checkpoint.pt"
+[[steps]]
+name = "c"
+run = "distill"
+refit_only = true
+[steps.config]
+cache = "cache"
+out = "c"
+refit_epochs = 1
+[[steps]]
+name = "ship"
+run = "ship"
+checkpoint = "c/checkpoint.pt"
+dir = "w"
+stages = ["a", "b", "c"]
+""")
+    recipe = load_recipe(tmp_path / "r.toml")
+    for step in recipe.steps[1:]:
+        run_step(recipe, step)
+    a_before = torch.load(tmp_path / "a" / "before_refit.pt", weights_only=True)
+    a_after = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert a_after.get("refit") and not a_before.get("refit")
+    assert torch.equal(a_before["model"]["landmark_out.weight"], a_after["model"]["landmark_out.weight"])
+    assert not torch.equal(a_before["model"]["expression_out.2.weight"], a_after["model"]["expression_out.2.weight"])
+    log_b = json.loads((tmp_path / "b" / "log.json").read_text())
+    assert log_b["summary"]["steps"] == 2  # stopped at stop_step, not max_steps
+    lr = [2e-3 * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * k / 6))) for k in (0, 1)]  # the 6-step run's schedule
+    assert [r["lr"] for r in log_b["records"]] == pytest.approx(lr)
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["face_transformer_xs"]
+    assert entry["fine_tuned"]["steps_per_stage"] == [3, 2, 0] and entry["fine_tuned"]["refit_heads"]
+    assert entry["fine_tuned"]["recipe"] == "r.toml"  # the recipe run, relative to its root
+    assert entry["fine_tuned"]["recipe_stages"] == ["a", "b", "c"]
+    load_face_transformer_file(tmp_path / "w" / "face_transformer_xs.safetensors")

@@ -205,3 +205,50 @@ def test_eval_command_runs_the_face_transformer(tmp_path: Path) -> None:
     assert by_name["nme_all"] < 1.6 * teacher["nme_all"], (by_name, teacher)
     drift = report["drift"]["face_transformer_xs"]
     assert drift["faces"] >= 8 and drift["mean"] < 6.0, drift
+
+
+def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> None:
+    """attnmesh.train.ship: an ``attnmesh train`` run's last.pt becomes float16 weights plus a manifest entry
+    (sha256, the config's text as recipe, steps, the float16 landmark change, recomputed here) that
+    load_attention_mesh_file reads back as the run's weights rounded to float16; a file that is no checkpoint is
+    a one-line WeightsError."""
+    from safetensors import safe_open
+
+    from attnmesh.models.attention_mesh import AttentionMesh
+    from attnmesh.train.ship import ship
+    from attnmesh.weights import WeightsError, sha256_file
+
+    net = load_attention_mesh_file("attention_mesh").eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 1e-3, alpha=1.0)  # "fine-tuned": no longer the float16 import
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": net.state_dict(), "step": 7, "config": {"init": "attention_mesh"}}, run / "last.pt")
+    config = tmp_path / "my.toml"
+    config.write_text('data = ["faces"]\n')
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "manifest.json").write_text('{"models": {}}\n')
+    entry = ship(run, "mine", config, "my faces", directory=weights)
+    file = weights / "mine.safetensors"
+    assert json.loads((weights / "manifest.json").read_text())["models"]["mine"] == entry
+    assert entry["sha256"] == sha256_file(file) and entry["dtype"] == "float16"
+    tuned = entry["fine_tuned"]
+    assert (tuned["recipe"], tuned["steps"], tuned["from"], tuned["data"]) == ('data = ["faces"]\n', 7,
+                                                                               "attention_mesh", "my faces")
+    with safe_open(str(file), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert f.metadata() == {"architecture": "attention_mesh", "source": "attnmesh train my.toml, step 7"}
+    half = load_attention_mesh_file(str(file)).eval()
+    expected = {k: v.half().float() for k, v in net.state_dict().items()}
+    assert all(torch.equal(half.state_dict()[k], expected[k]) for k in expected)
+    x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        change = float((net(x).landmarks - half(x).landmarks).abs().max())
+    assert 0 < change < 0.2 and tuned["float16_max_landmark_change_px"] == round(change, 5)
+    assert isinstance(half, AttentionMesh)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"bad\.pt: not a readable checkpoint") as e:
+        load_attention_mesh_file(str(tmp_path / "bad.pt"))
+    assert "\n" not in str(e.value)

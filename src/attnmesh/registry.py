@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .models.sizes import IRIS_INPUT_SIZE, MESH_INPUT_SIZE
+from .models.sizes import FACE_TRANSFORMER_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from .topology import NUM_MESH_LANDMARKS, NUM_REFINED_LANDMARKS
 
 if TYPE_CHECKING:
@@ -73,10 +73,11 @@ _MODELS = (
     ModelSpec("attention_mesh_300w", "attention_mesh", ("attention_mesh_300w",), MESH_INPUT_SIZE,
               NUM_REFINED_LANDMARKS, "Attention Mesh fine-tuned on the 300-W training split",
               card="docs/model_card_300w.md"),
-    ModelSpec("face_transformer_xs", "face_transformer", ("face_transformer_xs",), 128, NUM_REFINED_LANDMARKS,
+    ModelSpec("face_transformer_xs", "face_transformer", ("face_transformer_xs",), FACE_TRANSFORMER_INPUT_SIZE,
+              NUM_REFINED_LANDMARKS,
               "MobileViT-style face transformer distilled from the Attention Mesh (+ embedding, expression, "
               "anti-spoofing heads)", card="docs/model_card_face_transformer.md", aliases=("transformer",),
-              config={"size": "xs", "input_size": 128, "refine_dim": 64, "refine_steps": 1}),
+              config={"size": "xs", "input_size": FACE_TRANSFORMER_INPUT_SIZE, "refine_dim": 64, "refine_steps": 1}),
 )
 _REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _MODELS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec in _MODELS for alias in spec.aliases}

@@ -4,7 +4,7 @@ from the same input as :class:`attnmesh.apps.blendshapes.BlendshapeSolver` (the 
 milliseconds.
 
 Architecture: 474 -> 128 -> 128 -> 24, ReLU, outputs clamped to [0, 1]. Trained by
-``python -m attnmesh.apps.train_blendshape_net`` on synthetic faces (random identities by Laplacian morph,
+``python -m research.blendshape_net.train`` on synthetic faces (random identities by Laplacian morph,
 random poses, random known coefficients, projected through the camera; the labels are the solver's
 coefficients). Weights: ``blendshape_net.safetensors`` beside this module (float16) with
 ``blendshape_net.json``, a manifest of our own: the file's sha256, the architecture, the input layout (feature
@@ -60,7 +60,7 @@ def load_net() -> tuple[BlendshapeNet, dict]:
     manifest_path, weights_path = folder / MANIFEST_NAME, folder / WEIGHTS_NAME
     if not manifest_path.is_file() or not weights_path.is_file():
         raise RuntimeError(f"blendshape network weights not found in {folder} "
-                           "(run `python -m attnmesh.apps.train_blendshape_net`)")
+                           "(run `python -m research.blendshape_net.train`)")
     manifest = json.loads(manifest_path.read_text())
     if _sha256(weights_path) != manifest["sha256"]:
         raise RuntimeError(f"{weights_path}: sha256 does not match {MANIFEST_NAME}")

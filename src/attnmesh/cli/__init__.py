@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import CliError
 from ..version import __version__
-from .common import PROG, _debug_env, _error, _Parser, _show_library_notes
+from .common import PROG, debug_from_env, print_error, Parser, show_library_notes
 from .demo import add_demo, run_demo
 from .eval import add_eval, run_eval
 from .images import add_images, run_images
@@ -88,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: a subcommand's absent --debug must not overwrite one given before the subcommand
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks (also: ATTNMESH_DEBUG=1)")
-    parser = _Parser(prog=PROG, description="Attention Mesh face landmarks (478 points) in PyTorch.",
+    parser = Parser(prog=PROG, description="Attention Mesh face landmarks (478 points) in PyTorch.",
                      parents=[common])
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add, run in COMMANDS.values():
         add(sub, common).set_defaults(run=run)
     return parser
@@ -110,8 +110,8 @@ def _runner(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_env() or "--debug" in argv
-    _show_library_notes()
+    debug = debug_from_env() or "--debug" in argv
+    show_library_notes()
     try:
         parser = build_parser()
         try:
@@ -126,17 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         if debug:
             raise
-        _error(str(e))
+        print_error(str(e))
         return e.code
     except KeyboardInterrupt:
         if debug:
             raise
-        _error("interrupted")
+        print_error("interrupted")
         return 130
     except _Terminated:
         if debug:
             raise
-        _error("terminated (SIGTERM)")
+        print_error("terminated (SIGTERM)")
         return 143
     except BrokenPipeError:
         # output piped into a program that stopped reading (e.g. `head`): nothing more to say
@@ -148,13 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if debug:
             raise
-        _error("out of memory (try a smaller --batch-size)")
+        print_error("out of memory (try a smaller --batch-size)")
         return 1
     except Exception as e:
         if debug:
             raise
         detail = str(e).strip()
-        _error(f"{type(e).__name__}{': ' + detail if detail else ''} (run with --debug for the traceback)")
+        print_error(f"{type(e).__name__}{': ' + detail if detail else ''} (run with --debug for the traceback)")
         return 1
 
 

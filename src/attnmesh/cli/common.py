@@ -18,7 +18,7 @@ from ..registry import get_model_spec, list_models, model_names
 from ..topology import NUM_MESH_LANDMARKS
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -28,7 +28,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _unit_float(text: str) -> float:
+def unit_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -38,7 +38,7 @@ def _unit_float(text: str) -> float:
     return value
 
 
-def _nonnegative_float(text: str) -> float:
+def nonnegative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -167,18 +167,14 @@ def face_mesh(args: argparse.Namespace, **options: Any) -> Any:
         raise CliError(f"cannot set up the face mesh on device '{device}': {e}") from None
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: usage problems raise :class:`CliError` (exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CliError(f"{message} (see '{self.prog} --help')", code=2)
 
 
-def _error(message: str) -> None:
-    print_error(message)
-
-
-def _debug_env() -> bool:
+def debug_from_env() -> bool:
     return os.environ.get("ATTNMESH_DEBUG", "") not in ("", "0")
 
 
@@ -191,12 +187,12 @@ OUT_HELP = ("output file; the format follows the extension: .jsonl (JSON lines),
             "(see docs/outputs.md); written to a temporary name and renamed when done")
 
 
-def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
-    p.add_argument("--max-faces", type=_positive_int, default=max_faces, metavar="N",
+def add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
+    p.add_argument("--max-faces", type=positive_int, default=max_faces, metavar="N",
                    help=f"most faces per image (default: {max_faces})")
     p.add_argument("--no-refine", action="store_true",
                    help="468 landmarks from the base mesh model instead of 478 from the Attention Mesh")
-    p.add_argument("--min-detection-confidence", type=_unit_float, default=0.5, metavar="X",
+    p.add_argument("--min-detection-confidence", type=unit_float, default=0.5, metavar="X",
                    help="face detector score threshold in [0, 1] (default: 0.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps... (default: cpu)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -207,7 +203,7 @@ def _add_model_options(p: argparse.ArgumentParser, max_faces: int) -> None:
                         + " (aliases: attention, transformer)")
 
 
-def _open_writer(target: str, args: argparse.Namespace) -> Any:
+def open_writer_for(target: str, args: argparse.Namespace) -> Any:
     from ..io.outputs import open_writer
 
     return open_writer(target, num_landmarks(args))  # OutputError: one line, exit code 1
@@ -219,27 +215,23 @@ def num_landmarks(args: argparse.Namespace) -> int:
     return NUM_MESH_LANDMARKS if args.no_refine and spec.name == "attention_mesh" else spec.num_landmarks
 
 
-def _commit(*writers: Any) -> None:
+def commit_all(*writers: Any) -> None:
     for w in writers:
         if w is not None:
             w.commit()
 
 
-def _discard(*writers: Any) -> None:
+def discard_all(*writers: Any) -> None:
     for w in writers:
         if w is not None:
             w.discard()
 
 
-def _say(message: str, bar: Any = None) -> None:
-    say(message, bar)
-
-
-def _faces_word(n: int) -> str:
+def faces_word(n: int) -> str:
     return f"{n} face{'s' * (n != 1)}"
 
 
-def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int | None = None) -> Any:
+def command_face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int | None = None) -> Any:
     return face_mesh(args, static_image_mode=static, max_num_faces=args.max_faces,
                      refine_landmarks=not args.no_refine, min_detection_confidence=args.min_detection_confidence,
                      min_tracking_confidence=getattr(args, "min_tracking_confidence", 0.5),
@@ -252,15 +244,15 @@ def _face_mesh(args: argparse.Namespace, static: bool = True, num_threads: int |
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
-def _common(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
+def common_parents(common: argparse.ArgumentParser | None) -> list[argparse.ArgumentParser]:
     return [common] if common is not None else []
 
 
-def _frames_word(n: int) -> str:
+def frames_word(n: int) -> str:
     return f"{n} frame{'s' * (n != 1)}"
 
 
-def _bar(total: int, unit: str) -> Any:
+def progress_bar(total: int, unit: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total or None, unit=unit, file=sys.stderr, dynamic_ncols=True,
@@ -269,7 +261,7 @@ def _bar(total: int, unit: str) -> Any:
 
 
 
-def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
+def check_output_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
     from ..io.outputs import check_target
 
     path = Path(target)
@@ -278,7 +270,7 @@ def _check_target(target: str, what: str, suffixes: tuple[str, ...]) -> Path:
     return check_target(path, what)
 
 
-def _write_atomic(path: Path, writer: Any, what: str) -> None:
+def write_atomic(path: Path, writer: Any, what: str) -> None:
     """``writer(tmp_path)`` writes a temporary file beside ``path``, renamed over it when complete."""
     from ..io.outputs import TempFile
 
@@ -286,7 +278,7 @@ def _write_atomic(path: Path, writer: Any, what: str) -> None:
         writer(tmp.path)
 
 
-def _show_library_notes() -> None:
+def show_library_notes() -> None:
     """The library's INFO notes (e.g. a model graph being built on first use) as ``attnmesh: ...`` lines on
     stderr, once per process."""
     import logging
@@ -319,9 +311,9 @@ def add_engine_options(p: argparse.ArgumentParser, video: bool = False, workers:
                    help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' on a cluster node) instead of "
                         "starting a local one")
     if workers:
-        g.add_argument("--workers", type=_positive_int, metavar="N", help=RAY_WORKERS_HELP)
+        g.add_argument("--workers", type=positive_int, metavar="N", help=RAY_WORKERS_HELP)
     if not video:
-        g.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+        g.add_argument("--shard-size", type=positive_int, default=None, metavar="N",
                        help=f"images per Ray task and output file (default: {SHARD_SIZE})")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import CliError
 from ..registry import list_models
-from .common import InputFiles, _check_target, _common, _positive_int, _write_atomic
+from .common import InputFiles, check_output_target, common_parents, positive_int, write_atomic
 
 # -- eval -----------------------------------------------------------------------------------------------------
 
@@ -23,7 +23,7 @@ from .common import InputFiles, _check_target, _common, _positive_int, _write_at
 def add_eval(sub: argparse._SubParsersAction,
              common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "eval", parents=_common(common), help="landmark error (Table 2 of the paper) on an annotated data set",
+        "eval", parents=common_parents(common), help="landmark error (Table 2 of the paper) on an annotated data set",
         description="Normalised mean error on the 68 iBUG points (all points / inter-ocular distance, eyes / "
                     "each eye's corner distance, lips / mouth-corner distance), failure rate and AUC at 10%%, "
                     "CED plot; missed faces count as failures. Faces are found as FaceMesh(static_image_mode="
@@ -40,7 +40,7 @@ def add_eval(sub: argparse._SubParsersAction,
                    help="validation share of the hash split (default: 0.15)")
     p.add_argument("--map", dest="mapping", choices=("fixed", "linear"), default="fixed",
                    help="mesh -> 68 points: the fixed index map or the fitted linear map (default: fixed)")
-    p.add_argument("--max-faces", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--max-faces", type=positive_int, default=4, metavar="N",
                    help="most faces per image, as FaceMesh(max_num_faces=N) (default: 4)")
     p.add_argument("--out", metavar="REPORT.json", help="write the report as JSON")
     p.add_argument("--ced", metavar="CED.png", help="write the cumulative error distribution plot (needs matplotlib)")
@@ -51,8 +51,8 @@ def add_eval(sub: argparse._SubParsersAction,
 
 def run_eval(args: argparse.Namespace) -> int:
     models = args.model or ["attention_mesh"]
-    out = _check_target(args.out, "--out", (".json",)) if args.out else None
-    ced = _check_target(args.ced, "--ced", (".png",)) if args.ced else None
+    out = check_output_target(args.out, "--out", (".json",)) if args.out else None
+    ced = check_output_target(args.ced, "--ced", (".png",)) if args.ced else None
     if ced is not None:
         try:
             import matplotlib  # noqa: F401
@@ -103,10 +103,10 @@ def run_eval(args: argparse.Namespace) -> int:
     report["split"] = args.split
     print(format_table(report))
     if out is not None:
-        _write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"), "--out")
+        write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"), "--out")
     if ced is not None:
         if not errors:
             raise CliError("--ced: the data set has no annotations")
-        _write_atomic(ced, lambda tmp: plot_ced({Path(k).name: v for k, v in errors.items()}, tmp,
+        write_atomic(ced, lambda tmp: plot_ced({Path(k).name: v for k, v in errors.items()}, tmp,
                                                 title=f"{Path(args.dataset).name} ({args.split})"), "--ced")
     return 0

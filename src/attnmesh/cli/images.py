@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CliError
+from ..io import IMAGE_EXTENSIONS
 from ..io.records import image_records
-from .common import (OUT_HELP, PROG, RAY_WORKERS_HELP, InputFiles, _add_model_options, _commit, _discard, _face_mesh,
-                     _faces_word, _open_writer, _positive_int, _say, _show_library_notes, add_engine_options,
-                     check_local_engine, say)
+from .common import (OUT_HELP, PROG, RAY_WORKERS_HELP, InputFiles, add_model_options, commit_all, discard_all,
+                     command_face_mesh, faces_word, open_writer_for, positive_int, show_library_notes,
+                     add_engine_options, check_local_engine, say)
 
 # -- images -------------------------------------------------------------------------------------------------
 
@@ -34,10 +35,10 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                    help="also write an overlay PNG per image into DIR (created if needed), under the image's "
                         "name (relative to the folder it was found in)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes on the overlays")
-    _add_model_options(p, max_faces=5)
-    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    add_model_options(p, max_faces=5)
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per detector/mesh pass in each worker (default: 8)")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="worker processes, each decoding and processing its own batches with one CPU thread "
                         "(default: the CPUs this process may use; 1 on the torch backend); with "
                         "--engine ray: " + RAY_WORKERS_HELP)
@@ -46,7 +47,7 @@ def add_images(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _extensions() -> str:
-    return "jpg/jpeg/png/bmp/webp/tif/tiff"  # kept in step with attnmesh.io.IMAGE_EXTENSIONS (not imported: fast --help)
+    return "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 
 
 class _Overlays:
@@ -135,7 +136,7 @@ def run_images(args: argparse.Namespace) -> int:
     inputs = InputFiles(paths)
     inputs.refuse("--out", args.out)
     overlays = _Overlays(args.render, args.paths, args.pose_axes, paths, inputs) if args.render else None
-    out = _open_writer(args.out, args)  # before loading the models: a bad --out fails at once
+    out = open_writer_for(args.out, args)  # before loading the models: a bad --out fails at once
     try:
         if overlays is not None:
             overlays.create()
@@ -149,18 +150,18 @@ def run_images(args: argparse.Namespace) -> int:
                 out.write(record)
                 if "error" in record:
                     n_failed += 1
-                    _say(f"{PROG}: error: {path}: {record['error']}", bar)
+                    say(f"{PROG}: error: {path}: {record['error']}", bar)
                 elif overlays is not None:
                     overlays.write(path, im, faces)
                 n_faces += len(faces or ())
                 bar.update(1)
-        _commit(out)
+        commit_all(out)
     except BaseException:
-        _discard(out)
+        discard_all(out)
         raise
     where = "stdout" if args.out == "-" else args.out
     rendered = f" (overlays in {args.render})" if args.render else ""
-    say(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {_faces_word(n_faces)}, "
+    say(f"{PROG}: {len(paths)} image{'s' * (len(paths) != 1)}, {faces_word(n_faces)}, "
         f"{n_failed} failed -> {where}{rendered}")
     return 1 if n_failed else 0
 
@@ -186,7 +187,7 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     workers = min(workers, len(chunks))
     keep_images = bool(getattr(args, "render", None))
     if workers <= 1:
-        fm = _face_mesh(args, num_threads=None if on_torch else default_threads())
+        fm = command_face_mesh(args, num_threads=None if on_torch else default_threads())
         for chunk in chunks:
             yield from _chunk_results(fm, chunk, args, keep_images)
         return
@@ -257,13 +258,13 @@ class _Worker:
 def _worker_start(args: argparse.Namespace, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the pool)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _show_library_notes()  # e.g. a graph being built on first use (each worker builds what it lacks)
+    show_library_notes()  # e.g. a graph being built on first use (each worker builds what it lacks)
     _Worker.args = args
     try:
-        _Worker.face_mesh = _face_mesh(args, num_threads=threads)
+        _Worker.face_mesh = command_face_mesh(args, num_threads=threads)
     except CliError as e:
         _Worker.problem = _SetupProblem(str(e), e.code)
-    except Exception as e:  # --debug re-raises inside _face_mesh: keep its traceback in the message
+    except Exception as e:  # --debug re-raises inside command_face_mesh: keep its traceback in the message
         import traceback
 
         _Worker.problem = _SetupProblem(traceback.format_exc().rstrip() if args.debug else

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..errors import CliError
 from ..io import IMAGE_EXTENSIONS
-from .common import (PROG, VIDEO_EXTENSIONS, InputFiles, _bar, _check_target, _common, _frames_word, _positive_int,
-                     _unit_float, face_mesh, print_error, say)
+from .common import (PROG, VIDEO_EXTENSIONS, InputFiles, progress_bar, check_output_target, common_parents,
+                     frames_word, positive_int, unit_float, face_mesh, print_error, say)
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -32,20 +32,20 @@ def add_makeup(sub: argparse._SubParsersAction, common: argparse.ArgumentParser 
     from ..apps.lipstick import COLORS
 
     p = sub.add_parser(
-        "makeup", parents=_common(common), help="virtual lipstick on a photo or a video",
+        "makeup", parents=common_parents(common), help="virtual lipstick on a photo or a video",
         description="Paint lipstick on every face of a photo or a video (recoloured in CIELAB, keeping the "
                     "lips' shading; teeth and the open mouth stay untouched).")
     p.add_argument("input", metavar="IN", help="photo (" + "/".join(e[1:] for e in IMAGE_EXTENSIONS)
                    + ") or video (" + "/".join(e[1:] for e in VIDEO_EXTENSIONS) + ")")
     p.add_argument("--lipstick", required=True, type=_color, metavar="COLOR",
                    help="#RRGGBB or one of: " + ", ".join(sorted(COLORS)))
-    p.add_argument("--opacity", type=_unit_float, default=0.6, metavar="X", help="in [0, 1] (default: 0.6)")
-    p.add_argument("--gloss", type=_unit_float, default=0.0, metavar="X",
+    p.add_argument("--opacity", type=unit_float, default=0.6, metavar="X", help="in [0, 1] (default: 0.6)")
+    p.add_argument("--gloss", type=unit_float, default=0.0, metavar="X",
                    help="highlight gloss in [0, 1] (default: 0)")
     p.add_argument("--out", "-o", required=True, metavar="OUT",
                    help="output image (same kinds as IN) or video (.mp4); written to a temporary name, "
                         "renamed when done")
-    p.add_argument("--max-faces", type=_positive_int, default=5, metavar="N", help="most faces (default: 5)")
+    p.add_argument("--max-faces", type=positive_int, default=5, metavar="N", help="most faces (default: 5)")
     p.add_argument("--no-smooth", action="store_true",
                    help="video: raw landmarks (default: stabilised, head pose and expression filtered apart)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -65,7 +65,7 @@ def run_makeup(args: argparse.Namespace) -> int:
     from ..io import ImageError, load_image
     from ..io.outputs import TempFile
 
-    _check_target(args.out, "--out", IMAGE_EXTENSIONS)
+    check_output_target(args.out, "--out", IMAGE_EXTENSIONS)
     InputFiles([args.input]).refuse("--out", args.out)
     try:
         image = load_image(args.input)
@@ -87,7 +87,7 @@ def _makeup_video(args: argparse.Namespace) -> int:
     from ..io.video import VideoReader, VideoWriter
     from ..pipeline.stabilizer import MultiFaceStabilizer
 
-    _check_target(args.out, "--out", (".mp4",))
+    check_output_target(args.out, "--out", (".mp4",))
     InputFiles([args.input]).refuse("--out", args.out)
     video = VideoReader(args.input, image_hint="for lipstick on a photo, give it a photo extension such as .jpg")
     out = writer = None
@@ -96,7 +96,7 @@ def _makeup_video(args: argparse.Namespace) -> int:
         out = TempFile(args.out, "--out")  # only once the input is open
         smoother = MultiFaceStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=args.max_faces, refine_landmarks=True) as fm, \
-                _bar(video.declared_frames, "frame") as bar:
+                progress_bar(video.declared_frames, "frame") as bar:
             for _, timestamp, frame in video.frames():
                 if writer is None:
                     writer = VideoWriter(out.path, frame.shape[1], frame.shape[0], video.rate)
@@ -124,7 +124,7 @@ def _makeup_video(args: argparse.Namespace) -> int:
         raise
     finally:
         video.close()
-    say(f"{PROG}: {_frames_word(frames)}, {with_faces} with faces -> {args.out}")
+    say(f"{PROG}: {frames_word(frames)}, {with_faces} with faces -> {args.out}")
     if problem is not None:
         print_error(problem)
         return 1

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import CliError
-from .common import (PROG, InputFiles, _bar, _check_target, _common, _frames_word, face_mesh,
+from .common import (PROG, InputFiles, progress_bar, check_output_target, common_parents, frames_word, face_mesh,
                      print_error, say)
 
 # -- puppet -------------------------------------------------------------------------------------------------
@@ -21,7 +21,7 @@ from .common import (PROG, InputFiles, _bar, _check_target, _common, _frames_wor
 def add_puppet(sub: argparse._SubParsersAction, common: argparse.ArgumentParser | None = None
                ) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "puppet", parents=_common(common), help="blendshape coefficients (and an avatar) from a face video",
+        "puppet", parents=common_parents(common), help="blendshape coefficients (and an avatar) from a face video",
         description="Per-frame blendshape coefficients (10 mouth, 7 per eye) of the first face of a video, "
                     "with the head pose, and optionally an avatar video driven by them.")
     p.add_argument("video", metavar="VIDEO", help="input video")
@@ -51,9 +51,9 @@ def run_puppet(args: argparse.Namespace) -> int:
     from ..pipeline.stabilizer import LandmarkStabilizer
     from .common import refuse_same_output
 
-    _check_target(args.out, "--out", (".jsonl", ".parquet"))
+    check_output_target(args.out, "--out", (".jsonl", ".parquet"))
     if args.render:
-        _check_target(args.render, "--render", (".mp4",))
+        check_output_target(args.render, "--render", (".mp4",))
     refuse_same_output(("--out", args.out), ("--render", args.render))
     inputs = InputFiles([args.video])
     inputs.refuse("--out", args.out)
@@ -68,7 +68,7 @@ def run_puppet(args: argparse.Namespace) -> int:
         poses: list[Any] = []
         smoother = None if args.no_smooth else LandmarkStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=1, refine_landmarks=True) as fm, \
-                _bar(video.declared_frames, "frame") as bar:
+                progress_bar(video.declared_frames, "frame") as bar:
             for _, timestamp, frame in video.frames():
                 times.append(timestamp)
                 size = (frame.shape[1], frame.shape[0])
@@ -130,7 +130,7 @@ def run_puppet(args: argparse.Namespace) -> int:
         raise
     finally:
         video.close()
-    say(f"{PROG}: {_frames_word(len(records))}, {len(good)} with a face -> {args.out}"
+    say(f"{PROG}: {frames_word(len(records))}, {len(good)} with a face -> {args.out}"
         + (f", {args.render}" if args.render else ""))
     if problem is not None:
         print_error(problem)

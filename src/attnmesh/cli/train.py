@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CliError
-from .common import _common, _positive_int
+from .common import common_parents, positive_int
 
 # -- train ----------------------------------------------------------------------------------------------------
 
@@ -15,14 +15,14 @@ from .common import _common, _positive_int
 def add_train(sub: argparse._SubParsersAction,
               common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "train", parents=_common(common), help="fine-tune the Attention Mesh (two phases, distillation)",
+        "train", parents=common_parents(common), help="fine-tune the Attention Mesh (two phases, distillation)",
         description="Train from a config file (.toml, .json, .yaml): phase 1 on ideal region crops from the "
                     "target mesh, phase 2 end to end; supervision from 68-point annotations through the mesh->68 "
                     "map and distillation from the imported model. Checkpoints, resume, log.csv in the config's "
                     "'out' folder; OUT/model.safetensors at the end.")
     p.add_argument("config", help="training config (.toml, .json, .yaml); see configs/finetune_300w.toml")
     p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="stop after global step N (resumable)")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="stop after global step N (resumable)")
     p.add_argument("--device", help="override the config's torch device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

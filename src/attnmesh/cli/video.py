@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CliError
-from .common import (OUT_HELP, PROG, InputFiles, _add_model_options, _commit, _discard, _error, _face_mesh, _faces_word,
-                     _nonnegative_float, _open_writer, _positive_int, _unit_float, add_engine_options,
-                     check_local_engine, refuse_same_output, say)
+from .common import (OUT_HELP, PROG, InputFiles, add_model_options, commit_all, discard_all, print_error,
+                     command_face_mesh, faces_word, nonnegative_float, open_writer_for, positive_int, unit_float,
+                     add_engine_options, check_local_engine, refuse_same_output, say)
 
 # -- video --------------------------------------------------------------------------------------------------
 
@@ -37,13 +37,13 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                         "stabilised, head pose and expression filtered apart: about half MediaPipe's jitter, "
                         "under a frame of lag; outputs, pose and overlay use the stabilised landmarks)")
     p.add_argument("--smooth", action="store_true", help="accepted for compatibility: smoothing is the default")
-    p.add_argument("--smooth-beta", type=_nonnegative_float, default=None, metavar="B",
+    p.add_argument("--smooth-beta", type=nonnegative_float, default=None, metavar="B",
                    help="smooth with MediaPipe's one-euro filter instead, with this beta (MediaPipe's: 80); "
                         "lower smooths more and lags more")
-    _add_model_options(p, max_faces=1)
-    p.add_argument("--min-tracking-confidence", type=_unit_float, default=0.5, metavar="X",
+    add_model_options(p, max_faces=1)
+    p.add_argument("--min-tracking-confidence", type=unit_float, default=0.5, metavar="X",
                    help="face presence below which a tracked face is dropped (default: 0.5)")
-    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                    help="stop after the first N frames")
     add_engine_options(p, video=True)
     return p
@@ -107,7 +107,7 @@ def run_video(args: argparse.Namespace) -> int:
     video = VideoReader(args.input)
     out = render = None
     try:
-        out = _open_writer(args.out, args)
+        out = open_writer_for(args.out, args)
         from tqdm import tqdm
 
         from ..io.outputs import face_record, frame_record
@@ -117,7 +117,7 @@ def run_video(args: argparse.Namespace) -> int:
         if args.smooth_beta is not None and (args.smooth_beta < 0 or args.no_smooth):
             raise CliError("--smooth-beta must be >= 0" if args.smooth_beta < 0 else
                            "--smooth-beta and --no-smooth contradict each other")
-        fm = _face_mesh(args, static=False)
+        fm = command_face_mesh(args, static=False)
         smoother: Any = None if args.no_smooth else MultiFaceStabilizer()
         if args.smooth_beta is not None:
             smoother = MultiFaceSmoother(beta=args.smooth_beta)
@@ -154,18 +154,18 @@ def run_video(args: argparse.Namespace) -> int:
                 last_time = timestamp
                 bar.update(1)
         problem = video.finish()
-        _commit(out, render)
+        commit_all(out, render)
     except BaseException:
-        _discard(out, render)
+        discard_all(out, render)
         raise
     finally:
         video.close()
     where = "stdout" if args.out == "-" else args.out
     rendered = f" and {args.render}" if args.render else ""
-    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {_faces_word(n_faces)} in "
+    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {faces_word(n_faces)} in "
         f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
         f"{where}{rendered}")
     if problem is not None:
-        _error(problem)
+        print_error(problem)
         return 1
     return 0

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import CliError
-from .common import PROG, _add_model_options, _face_mesh
+from .common import PROG, add_model_options, command_face_mesh
 
 # -- webcam -------------------------------------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ def add_webcam(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--no-mirror", action="store_true", help="show the picture as the camera sees it "
                                                               "(default: mirrored, like a mirror)")
     p.add_argument("--pose-axes", action="store_true", help="draw the head-pose axes")
-    _add_model_options(p, max_faces=1)
+    add_model_options(p, max_faces=1)
     return p
 
 
@@ -61,7 +61,7 @@ def run_webcam(args: argparse.Namespace) -> int:
 
     window = f"{PROG} webcam (q to quit)"
     try:
-        fm = _face_mesh(args, static=False)
+        fm = command_face_mesh(args, static=False)
         try:
             cv2.namedWindow(window, cv2.WINDOW_NORMAL)
         except cv2.error as e:

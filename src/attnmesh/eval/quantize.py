@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_path
+from ..models.sizes import MESH_INPUT_SIZE
 
 DEFAULT_CALIBRATION = 128
 HOLDOUT_MOD = 5  # held out: sha1(relative path) % HOLDOUT_MOD == 0
@@ -87,11 +88,11 @@ def face_crops(paths: Sequence[Path], count: int, log: Callable[[str], None] | N
             faces = fm.process(rgb)
             if not faces:
                 continue
-            crops.append(crop_image(rgb, faces[0].roi, 192, border="replicate"))
+            crops.append(crop_image(rgb, faces[0].roi, MESH_INPUT_SIZE, border="replicate"))
             used.append(path)
             if log and len(crops) % 32 == 0:
                 log(f"  {len(crops)} crops")
-    return (np.stack(crops) if crops else np.zeros((0, 192, 192, 3), np.uint8)), used
+    return (np.stack(crops) if crops else np.zeros((0, MESH_INPUT_SIZE, MESH_INPUT_SIZE, 3), np.uint8)), used
 
 
 def to_input(crops: np.ndarray) -> np.ndarray:

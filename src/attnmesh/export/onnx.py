@@ -43,6 +43,7 @@ from torch import nn
 
 from ..version import __version__
 from ..io.atomic import atomic_path, write_text_atomic
+from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from ..weights import load_model_weights, read_manifest
 
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
@@ -115,12 +116,13 @@ class GraphSpec:
 
 
 GRAPHS: dict[str, GraphSpec] = {
-    "face_detection_short_range": GraphSpec(_DetectorGraph, 128, ("boxes", "scores"), "face_detection_short_range"),
-    "attention_mesh": GraphSpec(_AttentionMeshGraph, 192, ("landmarks", "face_logit"), "attention_mesh"),
-    "attention_mesh_300w": GraphSpec(lambda: _AttentionMeshGraph("attention_mesh_300w"), 192,
+    "face_detection_short_range": GraphSpec(_DetectorGraph, DETECTOR_INPUT_SIZE, ("boxes", "scores"),
+                                            "face_detection_short_range"),
+    "attention_mesh": GraphSpec(_AttentionMeshGraph, MESH_INPUT_SIZE, ("landmarks", "face_logit"), "attention_mesh"),
+    "attention_mesh_300w": GraphSpec(lambda: _AttentionMeshGraph("attention_mesh_300w"), MESH_INPUT_SIZE,
                                      ("landmarks", "face_logit"), "attention_mesh_300w"),
-    "face_landmark": GraphSpec(_FaceLandmarkGraph, 192, ("mesh", "face_logit"), "face_landmark"),
-    "iris_landmark": GraphSpec(_IrisGraph, 64, ("eye", "iris"), "iris_landmark"),
+    "face_landmark": GraphSpec(_FaceLandmarkGraph, MESH_INPUT_SIZE, ("mesh", "face_logit"), "face_landmark"),
+    "iris_landmark": GraphSpec(_IrisGraph, IRIS_INPUT_SIZE, ("eye", "iris"), "iris_landmark"),
 }
 INPUT_NAME = "image"
 

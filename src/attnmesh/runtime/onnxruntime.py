@@ -83,7 +83,9 @@ class OrtGraph:
         self.path = ensure_onnx(name, model_dir)
         plist = provider_list(providers, cache_dir=self.path.parent / "trt")
         if providers == "tensorrt":
-            size = {"face_detection_short_range": 128, "iris_landmark": 64}.get(name.split(".")[0], 192)
+            from ..export.onnx import GRAPHS
+
+            size = GRAPHS[name.split(".")[0]].input_size
             plist[0][1].update(trt_profile_options(size))
         self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, profile),
                                             providers=plist)

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..models.sizes import DETECTOR_INPUT_SIZE, IRIS_INPUT_SIZE, MESH_INPUT_SIZE
 from ..options import check_unit
+from ..registry import get_model_spec
 from .base import (MESH_ARCHITECTURES, CropLandmarkRunner, default_threads, device_type, mirror_mean, registered,
                    sigmoid)
 from .detector import DetectorRunner
@@ -161,7 +162,7 @@ def graph_spec(name: str) -> IrSpec:
                       None if variant == "float" else scale, offset)
     models = read_manifest()["models"]
     if name.startswith("face_transformer_") and name in models:
-        return IrSpec(name, lambda: _transformer_module(name), int(models[name].get("input_size", 128)),
+        return IrSpec(name, lambda: _transformer_module(name), get_model_spec(name).input_size,
                       TRANSFORMER_OUTPUTS, (name,))
     raise ValueError(f"no OpenVINO graph named {name!r}")
 

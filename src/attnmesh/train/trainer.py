@@ -134,7 +134,11 @@ def _describe(kind: Any) -> str:
     return _TYPE_WORDS.get(kind, getattr(kind, "__name__", str(kind)))
 
 
-def _build(cls, values: Any, where: str):
+def build_config(cls: type, values: Any, where: str) -> Any:
+    """Dataclass ``cls`` from the table ``values``: unknown keys and values of the wrong type are a
+    :class:`ConfigError` naming ``where`` (e.g. ``[loss]``), the key and the allowed keys or the expected type.
+    Fields whose type is not a plain bool/int/float/str (or list of them), e.g. nested tables, are passed as
+    given: build those first."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: must be a table of keys and values, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -153,15 +157,15 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = dict(d)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    aug = _build(AugmentConfig, d.pop("augment", {}) or {}, "[augment]")
-    loss = _build(LossWeights, d.pop("loss", {}) or {}, "[loss]")
+    aug = build_config(AugmentConfig, d.pop("augment", {}) or {}, "[augment]")
+    loss = build_config(LossWeights, d.pop("loss", {}) or {}, "[loss]")
     phases = d.pop("phases", None)
-    cfg = _build(TrainConfig, d, "config")
+    cfg = build_config(TrainConfig, d, "config")
     cfg.augment, cfg.loss = aug, loss
     if phases is not None and not isinstance(phases, list):
         raise ConfigError(f"config: phases must be a list of tables ([[phases]]), got {phases!r}")
     if phases is not None:
-        cfg.phases = [_build(PhaseConfig, p, f"[[phases]] #{i + 1}") for i, p in enumerate(phases)]
+        cfg.phases = [build_config(PhaseConfig, p, f"[[phases]] #{i + 1}") for i, p in enumerate(phases)]
     if isinstance(cfg.data, str):
         cfg.data = [cfg.data]
     if not cfg.data:
@@ -173,9 +177,10 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A training config from ``.toml``, ``.json`` or ``.yaml``/``.yml`` (YAML needs PyYAML). Relative paths in
-    ``data``, ``out`` and ``cache`` are taken relative to the config file's folder."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The table of a config file: ``.toml``, ``.json`` or ``.yaml``/``.yml`` (YAML needs PyYAML). A file of
+    another kind, or one whose top level is not a table, is a :class:`ConfigError`. The one config reader:
+    ``attnmesh train``'s configs and the research recipes (``research/``) both go through it."""
     path = Path(path)
     text = path.read_text()
     suffix = path.suffix.lower()
@@ -195,7 +200,14 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: config must be .toml, .json or .yaml")
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: the config must be a table / mapping")
-    cfg = config_from_dict(d)
+    return d
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A training config from ``.toml``, ``.json`` or ``.yaml``/``.yml`` (:func:`read_config_file`). Relative
+    paths in ``data``, ``out`` and ``cache`` are taken relative to the config file's folder."""
+    path = Path(path)
+    cfg = config_from_dict(read_config_file(path))
     base = path.resolve().parent
 
     def rel(p: str) -> str:
@@ -381,7 +393,9 @@ class Trainer:
         return path
 
     def load(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        from ..weights import read_weights_file
+
+        ckpt = read_weights_file(path)  # on the CPU: load_state_dict copies to the model's and optimiser's device
         self.net.load_state_dict(ckpt["model"])
         self.step = int(ckpt["step"])
         self._opt_state, self._opt_phase = ckpt.get("optimizer"), int(ckpt.get("phase", -1))

@@ -77,3 +77,47 @@ def load_model_weights(model: torch.nn.Module, name: str, directory: Path | None
     """Load shipped weights ``name`` into ``model`` (strict) and return it."""
     model.load_state_dict(load_state_dict(name, directory), strict=True)
     return model
+
+
+def read_weights_file(path: str | Path) -> dict[str, Any]:
+    """A weights file outside the shipped set, as a checkpoint dict whose ``"model"`` is a float32 state dict:
+    a ``.safetensors`` file (float16 or float32 tensors; its string metadata under ``"metadata"``) or a training
+    / distillation checkpoint ``.pt`` (read with ``weights_only=True``; every key it holds, e.g. ``step``,
+    ``config``, ``size``). The one reader of such files (``attnmesh train``'s checkpoints, ``attnmesh eval``'s
+    weights files, the face transformer's checkpoints); anything else raises :class:`WeightsError` in one line."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as e:
+            raise WeightsError(f"{path}: not a readable .safetensors file ({_first_line(e)})") from None
+        return {"model": {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                "metadata": meta}
+    if path.suffix == ".pt":
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # also torch's refusal of anything but tensors and plain data
+            raise WeightsError(f"{path}: not a readable checkpoint (not a torch.save file of tensors and plain "
+                               "data)") from None
+        except Exception as e:  # zip, EOF and other decoding errors have no common base
+            raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+            raise WeightsError(f"{path}: not a training checkpoint (no 'model' state dict in it)")
+        return ckpt
+    raise WeightsError(f"{path}: weights must be a .safetensors or .pt file")
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch.load's run to a page), at most 160 characters."""
+    line = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
+    return line if len(line) <= 160 else line[:157] + "..."

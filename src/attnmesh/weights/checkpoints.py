@@ -16,19 +16,15 @@ from ..models.face_transformer import FaceTransformer
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A distillation checkpoint (``.pt``: model, size, input_size, step) or shipped weights (``.safetensors``,
-    float16, read as float32), in the checkpoint's form, with the point-refiner settings (``refine_dim``,
-    ``refine_steps``) read off the tensors."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    float16, read as float32), read by :func:`attnmesh.weights.read_weights_file`, in the checkpoint's form, with
+    the point-refiner settings (``refine_dim``, ``refine_steps``) read off the tensors."""
+    from . import read_weights_file
 
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-        ck: dict[str, Any] = {"model": state, "size": meta.get("model", "").removeprefix("face_transformer_"),
-                              "input_size": int(meta.get("input_size", 0))}
-    else:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_weights_file(path)
+    if "metadata" in ck:  # a .safetensors file: its settings are in the metadata
+        meta = ck.pop("metadata")
+        ck.update(size=meta.get("model", "").removeprefix("face_transformer_"),
+                  input_size=int(meta.get("input_size", 0)))
     steps = len({k.split(".")[1] for k in ck["model"] if k.startswith("refiners.")})
     ck["refine_steps"] = steps or 1
     ck["refine_dim"] = int(ck["model"]["refiners.0.project.weight"].shape[0]) if steps else 0
@@ -72,24 +68,15 @@ def checkpoint_architecture(path: str | Path) -> str:
         return str(recorded)
     return "face_transformer" if "landmark_out.weight" in keys else "attention_mesh"
 
+
 def load_attention_mesh_file(model: str, device: str | torch.device = "cpu") -> AttentionMesh:
     """An :class:`AttentionMesh` with shipped weights ``model`` (manifest name), a ``.safetensors`` file, or a
     training checkpoint ``.pt``. Weights of another network (e.g. the face detector's) raise
     :class:`attnmesh.weights.WeightsError` with one line, not torch's list of every missing tensor."""
-    from . import WeightsError, load_state_dict
+    from . import WeightsError, load_state_dict, read_weights_file
 
     net = AttentionMesh()
-    if model.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = {k: v.float() for k, v in load_file(model).items()}
-    elif model.endswith(".pt"):
-        ckpt = torch.load(model, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-            raise WeightsError(f"{model}: not a training checkpoint (no 'model' state dict in it)")
-        state = ckpt["model"]
-    else:
-        state = load_state_dict(model)
+    state = read_weights_file(model)["model"] if model.endswith((".safetensors", ".pt")) else load_state_dict(model)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unknown = [k for k in state if k not in expected]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry.roi import Roi, crop_image
+from attnmesh.geometry.roi import Roi, crop_image
+
 from .data import (IDENTITY_VIEW, SYNTHETIC_SOURCES, TEACHER_SIZE, Cache, _Teacher, crop_points_to_cache,
                    mirrored_answers, random_view)
 
@@ -94,7 +95,7 @@ def check_build(cache_dir: Path, out: Path, train: int, val: int, min_views: int
         raise ValueError("the output folder must differ from the base cache")
     cache = Cache(cache_dir)
     if cache.views.shape[1] < min_views or cache.view_teacher_flip is None:
-        raise ValueError(f"{cache_dir} needs >= {min_views} views per face (attnmesh.transformer.data's default)")
+        raise ValueError(f"{cache_dir} needs >= {min_views} views per face (research.face_transformer.data's default)")
     return cache
 
 
@@ -108,7 +109,7 @@ def build(cache_dir: Path, out: Path, train: int, val: int, make: ItemMaker, *, 
     """Copy the cache at ``cache_dir`` to ``out`` with ``train`` + ``val`` synthetic items appended: ``make``
     draws each item's crop, views and meta from the usable faces (:func:`usable_faces`) of its split, and every
     view is labelled by the teacher (:func:`label_views`). Progress goes to ``log``."""
-    from ..topology import mirror_478
+    from attnmesh.topology import mirror_478
 
     cache = check_build(cache_dir, out, train, val, min_views)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Held-out evaluation of the non-landmark heads from the teacher cache (:mod:`attnmesh.transformer.data`).
+"""Held-out evaluation of the non-landmark heads from the teacher cache (:mod:`research.face_transformer.data`).
 
 * **Verification** (embedding head): all pairs of the held-out YTF identities' faces (identities with
   ``sha1(name) % 10 == 0``, never trained on); cosine similarity; TAR at FAR 1% and 0.1%, ROC AUC, and the
@@ -78,7 +78,7 @@ def balanced_accuracy(genuine: np.ndarray, impostor: np.ndarray, seed: int = 0) 
 
 
 def expression(model, cache: Cache) -> dict[str, dict[str, float]]:
-    from ..models.face_transformer import EXPRESSIONS
+    from attnmesh.models.face_transformer import EXPRESSIONS
 
     idx = np.nonzero((cache.split == "val") & cache.is_face & (cache.score >= 0.5))[0]
     pred = head_outputs(model, cache, idx)["expression"]

@@ -1,13 +1,13 @@
 """Average the weights of distillation checkpoints (a "model soup", as timm's ``avg_checkpoints.py``)::
 
-    python -m attnmesh.transformer.soup out/ft_xs8/checkpoint.pt out/ft_xs8b/checkpoint.pt \\
+    python -m research.face_transformer.soup out/ft_xs8/checkpoint.pt out/ft_xs8b/checkpoint.pt \\
         --out out/ft_xs8soup/checkpoint.pt
 
 Runs that start from the same weights and train on the same data end near each other, and the mean of their
 weights is often a little better than either. The checkpoints must hold the same architecture (size, input
 size, point refiner). Every floating-point tensor is averaged (BatchNorm running statistics included); integer
 buffers are taken from the first checkpoint. The embedding and expression heads of separately refitted runs
-need not agree, so refit them on the soup afterwards (``python -m attnmesh.transformer.distill CONFIG
+need not agree, so refit them on the soup afterwards (``python -m research.face_transformer.distill CONFIG
 --refit-only`` with the config's ``out`` folder holding the soup).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..weights.checkpoints import read_checkpoint
+from attnmesh.weights.checkpoints import read_checkpoint
 
 ARCHITECTURE = ("size", "input_size", "refine_dim", "refine_steps")
 
@@ -39,12 +39,13 @@ def average(paths: list[Path]) -> dict:
             state[k] = torch.stack([ck["model"][k].float() for ck in cks]).mean(0)
         else:
             state[k] = v.clone()
-    return {"model": state, "size": cks[0]["size"], "input_size": cks[0]["input_size"],
-            "step": sum(int(ck.get("step", 0)) for ck in cks), "soup": [str(p) for p in paths]}
+    return {"architecture": "face_transformer", "model": state, "size": cks[0]["size"],
+            "input_size": cks[0]["input_size"], "step": sum(int(ck.get("step", 0)) for ck in cks),
+            "soup": [str(p) for p in paths]}
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m attnmesh.transformer.soup", description=__doc__.split("::")[0])
+    p = argparse.ArgumentParser(prog="python -m research.face_transformer.soup", description=__doc__.split("::")[0])
     p.add_argument("checkpoints", type=Path, nargs="+", help="distillation checkpoints (.pt) or shipped .safetensors")
     p.add_argument("--out", type=Path, required=True, help="the averaged checkpoint (.pt)")
     a = p.parse_args(argv)

@@ -21,7 +21,7 @@ them, against 2.22% on the ordinary validation faces. Building 3,000 + 300 items
 Trained on them (stage 10, not shipped), the student learnt the morphs (stage 8: 2.54%, the stage-10 runs:
 2.35%) but got no closer to the teacher on real validation faces (model card, limitations).
 
-    python -m attnmesh.transformer.morphed --cache out/ft_cache_rotated --out out/ft_cache_morphed
+    python -m research.face_transformer.morphed --cache out/ft_cache_rotated --out out/ft_cache_morphed
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
-from ..topology import NUM_MESH_LANDMARKS
+from attnmesh.topology import NUM_MESH_LANDMARKS
+
 from . import synthetic
 from .data import CACHE_CROP, MORPHED_SOURCE, Cache
 
@@ -111,7 +112,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    synthetic.main(build, argv, prog="python -m attnmesh.transformer.morphed", description=__doc__.split("\n\n")[0],
+    synthetic.main(build, argv, prog="python -m research.face_transformer.morphed",
+                   description=__doc__.split("\n\n")[0],
                    cache="out/ft_cache_rotated", out="out/ft_cache_morphed", train=3000, what="morphed items")
 
 

@@ -1,7 +1,8 @@
 """Distillation of the face transformer from the imported Attention Mesh, plus the other heads' losses.
 
-    python -m attnmesh.transformer.data --out out/ft_cache            # once: teacher outputs cached
-    python -m attnmesh.transformer.distill configs/face_transformer_xs.toml
+    python -m research.face_transformer.data --out out/ft_cache            # once: teacher outputs cached
+    python -m research.face_transformer.distill STAGE.toml                 # one stage's settings
+    python -m research.face_transformer.recipe --run stage1                # a stage of recipe.toml
 
 Losses (weights in the config's ``[loss]``):
 
@@ -9,7 +10,7 @@ Losses (weights in the config's ``[loss]``):
   landmarks (input pixels), divided by the teacher's inter-ocular distance (33-263), averaged; plus
   ``landmarks_z`` x the same for z. Only faces the teacher accepts (presence >= 0.5).
 * ``expression``: binary cross-entropy against the [0, 1] labels derived from the teacher's landmarks
-  (:func:`attnmesh.transformer.data.expression_measures`).
+  (:func:`research.face_transformer.data.expression_measures`).
 * ``embedding``: ArcFace (additive angular margin ``arc_margin``, scale ``arc_scale``) over the training
   identities of YTF (the person name in the file name); other samples do not enter it.
 * ``presence``: BCE of the face logit against the teacher's presence probability (faces and the random
@@ -29,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..topology import mirror_478
-from ..models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from attnmesh.models.face_transformer import EMBEDDING_DIM, FaceTransformer
+from attnmesh.topology import mirror_478
+from attnmesh.train.trainer import build_config, read_config_file
+from attnmesh.weights import read_weights_file
+from attnmesh.weights.checkpoints import model_from_checkpoint, read_checkpoint
+
 from .composite import BETWEEN_VIEWS
 from .data import (COMPOSITE_SOURCE, DEGRADED_SOURCE, DETECTOR_VIEW, MORPHED_SOURCE, ROTATED_SOURCE,
                    SYNTHETIC_SOURCES, Augment, Cache, make_batch)
-from ..weights.checkpoints import model_from_checkpoint, read_checkpoint
 
 
 @dataclass
@@ -71,6 +74,7 @@ class DistillConfig:
     warmup_steps: int = 50
     minutes: float = 20.0
     max_steps: int = 0  # 0: until the time budget is spent
+    stop_step: int = 0  # > 0: stop after this step, the schedule unchanged (stage 2 of the shipped recipe)
     seed: int = 0
     threads: int = 1
     arc_margin: float = 0.3
@@ -85,17 +89,26 @@ class DistillConfig:
     loss: LossWeights = field(default_factory=LossWeights)
 
     @classmethod
-    def from_toml(cls, path: Path | str) -> DistillConfig:
-        raw = tomllib.loads(Path(path).read_text())
-        aug = Augment(**raw.pop("augment", {}))
-        loss = LossWeights(**raw.pop("loss", {}))
-        base = Path(path).resolve().parent
-        cfg = cls(**raw, augment=aug, loss=loss)
+    def from_table(cls, table: dict, base: Path | str, where: str = "config") -> DistillConfig:
+        """The config of a table of settings (``[augment]`` and ``[loss]`` as sub-tables), checked key by key
+        by :func:`attnmesh.train.trainer.build_config` (unknown keys and wrong types are a ``ConfigError``);
+        ``cache``, ``out`` and ``init`` are taken relative to the folder ``base``."""
+        raw = dict(table)
+        aug = build_config(Augment, raw.pop("augment", {}), f"{where} [augment]")
+        loss = build_config(LossWeights, raw.pop("loss", {}), f"{where} [loss]")
+        cfg = build_config(cls, raw, where)
+        cfg.augment, cfg.loss = aug, loss
         for key in ("cache", "out", "init"):  # relative to the config file
             p = Path(getattr(cfg, key))
             if getattr(cfg, key) and not p.is_absolute():
-                setattr(cfg, key, str((base / p).resolve()))
+                setattr(cfg, key, str((Path(base).resolve() / p).resolve()))
         return cfg
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> DistillConfig:
+        """The config in a ``.toml`` / ``.json`` / ``.yaml`` file (:func:`attnmesh.train.trainer.read_config_file`),
+        paths relative to the file's folder."""
+        return cls.from_table(read_config_file(path), Path(path).parent)
 
 
 class ArcFace(nn.Module):
@@ -137,8 +150,8 @@ def load_init(model: FaceTransformer, state: dict[str, torch.Tensor], log=print)
 def save_checkpoint(model: FaceTransformer, step: int, path: Path) -> None:
     """Weights, size, input size and step (the point-refiner settings are read off the weights on loading,
     :func:`attnmesh.weights.checkpoints.read_checkpoint`)."""
-    torch.save({"architecture": "face_transformer", "model": model.state_dict(), "size": model.size, "input_size": model.input_size, "step": step},
-               path)
+    torch.save({"architecture": "face_transformer", "model": model.state_dict(), "size": model.size,
+                "input_size": model.input_size, "step": step}, path)
 
 
 def spoof_loss(logit: torch.Tensor, is_spoof: torch.Tensor) -> torch.Tensor:
@@ -245,7 +258,7 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     detector_view = cache.views.shape[1] > DETECTOR_VIEW
-    if cfg.init:
+    if cfg.init and len(val_idx):
         err0 = evaluate_landmarks(model, cache, val_idx)
         msg = f"continuing from {cfg.init}: validation mean {100 * err0.mean():.3f}% IOD"
         if detector_view:
@@ -264,6 +277,8 @@ def train(cfg: DistillConfig, log=print) -> tuple[FaceTransformer, list[dict]]:
     while True:
         elapsed = time.perf_counter() - t0
         if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed >= budget):
+            break
+        if cfg.stop_step and step >= cfg.stop_step:
             break
         progress = step / cfg.max_steps if cfg.max_steps else elapsed / budget
         lr = lr_at(cfg, step, progress)
@@ -401,35 +416,52 @@ def train_spoof(model: FaceTransformer, live: np.ndarray, spoof: np.ndarray, ste
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def run_stage(cfg: DistillConfig, refit_only: bool = False, keep_before_refit: str = "", log=print) -> Path:
+    """One stage of a recipe: distil (:func:`train`; skipped if ``refit_only``: the model is ``<out>/checkpoint.pt``,
+    e.g. a soup), then refit the heads (:func:`refit_heads`, if ``cfg.refit_epochs``) into the same checkpoint.
+    ``keep_before_refit``: a file name in ``out`` that keeps a copy of the checkpoint before the refit. Returns
+    the checkpoint's path."""
+    import shutil
 
-    p = argparse.ArgumentParser(description="distil the face transformer from the Attention Mesh")
-    p.add_argument("config")
-    p.add_argument("--minutes", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--refit-only", action="store_true",
-                   help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
-    args = p.parse_args(argv)
-    cfg = DistillConfig.from_toml(args.config)
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
-    if args.max_steps is not None:
-        cfg.max_steps = args.max_steps
-    log = lambda s: print(s, flush=True)  # noqa: E731
     torch.set_num_threads(cfg.threads)
-    if args.refit_only:
-        ck = read_checkpoint(Path(cfg.out) / "checkpoint.pt")
+    path = Path(cfg.out) / "checkpoint.pt"
+    if refit_only:
+        ck = read_checkpoint(path)
         model = model_from_checkpoint(ck)
         step = ck["step"]
     else:
         model, _ = train(cfg, log=log)
         step = None
+    if keep_before_refit:
+        shutil.copyfile(path, Path(cfg.out) / keep_before_refit)
     if cfg.refit_epochs:
         refit_heads(model, cfg, copies=cfg.refit_copies, epochs=cfg.refit_epochs, log=log)
-        ck = torch.load(str(Path(cfg.out) / "checkpoint.pt"), map_location="cpu", weights_only=True)
-        torch.save({**ck, "model": model.state_dict(), "refit": True}, Path(cfg.out) / "checkpoint.pt")
-        log(f"refit heads saved to {Path(cfg.out) / 'checkpoint.pt'} (distillation step {step or ck['step']})")
+        ck = read_weights_file(path)
+        torch.save({**ck, "model": model.state_dict(), "refit": True}, path)
+        log(f"refit heads saved to {path} (distillation step {step or ck['step']})")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m research.face_transformer.distill",
+                                description="distil the face transformer from the Attention Mesh")
+    p.add_argument("config", help="a stage's settings (.toml/.json/.yaml); the shipped stages are in recipe.toml")
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--refit-only", action="store_true",
+                   help="skip distillation: load <out>/checkpoint.pt and run only the head refit (phase 2)")
+    args = p.parse_args(argv)
+    try:
+        cfg = DistillConfig.from_file(args.config)
+    except (OSError, ValueError) as e:  # ConfigError, TOML/JSON syntax, a missing file
+        raise SystemExit(f"error: {args.config}: {e}") from None
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
+    if args.max_steps is not None:
+        cfg.max_steps = args.max_steps
+    run_stage(cfg, args.refit_only, log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

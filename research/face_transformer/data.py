@@ -1,6 +1,6 @@
 """Distillation data for the face transformer: teacher outputs cached once, cheap augmented batches after.
 
-**Cache** (:func:`build_cache`, ``python -m attnmesh.transformer.data --out out/ft_cache``): for every face of
+**Cache** (:func:`build_cache`, ``python -m research.face_transformer.data --out out/ft_cache``): for every face of
 every source, the teacher (the imported Attention Mesh, on ONNX Runtime) is run as in tracking: once on a
 first ROI (the detector's, or the 68-point annotation box for 300-W), then on ``roi_from_landmarks`` of that
 result. That second ROI is the face's ROI; the cache holds
@@ -49,7 +49,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..geometry.roi import Roi, box_iou, crop_image, normalize_radians, project_to_image
+from attnmesh.geometry.roi import Roi, box_iou, crop_image, normalize_radians, project_to_image
 
 CACHE_CROP = 160
 CONTEXT = 1.25  # cache crop side / ROI side
@@ -58,12 +58,12 @@ VIDEO_STEP = 5
 VAL_VIDEOS = ("talking-d14.mp4", "multi-face-640x360.mp4")
 MAX_FACES = 4
 YTF_VAL_MOD = 10
-# Sources of the synthetic items made from cached faces (attnmesh.transformer.synthetic): no identity, kept out
+# Sources of the synthetic items made from cached faces (research.face_transformer.synthetic): no identity, kept out
 # of the validation mean (each reported apart) and of the heads' refit.
-COMPOSITE_SOURCE = "composite"  # a second face pasted beside the face (attnmesh.transformer.composite)
-ROTATED_SOURCE = "rotated"  # the face seen through ROIs turned far from upright (attnmesh.transformer.rotated)
-DEGRADED_SOURCE = "degraded"  # the face at low resolution or squeezed (attnmesh.transformer.degraded)
-MORPHED_SOURCE = "morphed"  # the face warped toward another face's shape (attnmesh.transformer.morphed)
+COMPOSITE_SOURCE = "composite"  # a second face pasted beside the face (research.face_transformer.composite)
+ROTATED_SOURCE = "rotated"  # the face seen through ROIs turned far from upright (research.face_transformer.rotated)
+DEGRADED_SOURCE = "degraded"  # the face at low resolution or squeezed (research.face_transformer.degraded)
+MORPHED_SOURCE = "morphed"  # the face warped toward another face's shape (research.face_transformer.morphed)
 SYNTHETIC_SOURCES = (COMPOSITE_SOURCE, ROTATED_SOURCE, DEGRADED_SOURCE, MORPHED_SOURCE)
 RANDOM_VIEWS = 3  # perturbed ROIs per face, each labelled by the teacher on its own crop
 # Ranges of the random views, in the face ROI's frame (fractions of its side, radians), drawn uniformly. They
@@ -164,26 +164,26 @@ class _Teacher:
 
     def __init__(self, threads: int = 1) -> None:
         try:
-            from ..runtime.onnxruntime import OrtFaceDetector, OrtLandmarkRunner
+            from attnmesh.runtime.onnxruntime import OrtFaceDetector, OrtLandmarkRunner
 
             self.detector = OrtFaceDetector(0.5, threads=threads)
             self.mesh = OrtLandmarkRunner("attention_mesh", threads=threads)
         except ImportError:
-            from ..runtime.detector import FaceDetector
-            from ..runtime.pytorch import TorchLandmarkRunner
+            from attnmesh.runtime.detector import FaceDetector
+            from attnmesh.runtime.pytorch import TorchLandmarkRunner
 
             self.detector = FaceDetector(0.5)
             self.mesh = TorchLandmarkRunner("attention_mesh")
 
     def detect(self, image: np.ndarray) -> list[Roi]:
-        from ..pipeline.tracking import roi_from_detection
+        from attnmesh.pipeline.tracking import roi_from_detection
 
         return [roi_from_detection(d.box, d.keypoints) for d in self.detector.process(image)[:MAX_FACES]]
 
     def two_pass(self, image: np.ndarray, rois: list[Roi]) -> list[tuple[Roi, np.ndarray, float]]:
         """(second ROI, second-pass landmarks in 192-space, presence) per first ROI."""
-        from ..geometry.roi import project_to_image
-        from ..pipeline.tracking import roi_from_landmarks
+        from attnmesh.geometry.roi import project_to_image
+        from attnmesh.pipeline.tracking import roi_from_landmarks
 
         if not rois:
             return []
@@ -232,7 +232,7 @@ def _items_for_image(teacher: _Teacher, image: np.ndarray, first: list[Roi], met
     labels are the teacher's output on that exact crop, not a transformed copy; ``view_teacher_flip`` holds its
     answer on the mirrored crop, mirrored back into the unmirrored frame and landmark order (so that
     :func:`make_batch`'s mirroring of an input gives back exactly the teacher's answer on it)."""
-    from ..topology import mirror_478
+    from attnmesh.topology import mirror_478
 
     mirror = mirror_478() if rng is not None else None
     out = []
@@ -287,7 +287,7 @@ def collect(data_root: Path, sources: tuple[str, ...] = ("300w", "ytf", "photos"
     """Teacher-labelled faces of ``data_root`` (``../shared/data``); ``limit`` caps faces per source (tests);
     ``views``: also label the detector's ROI and ``random_views`` perturbed ROIs of every face (see
     :func:`_items_for_image`)."""
-    from ..train.datasets import read_pts, roi_from_68, split_of, split_key
+    from attnmesh.train.datasets import read_pts, roi_from_68, split_of, split_key
 
     if random_views < 0:
         raise ValueError(f"random_views must be >= 0, got {random_views}")

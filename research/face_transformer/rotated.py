@@ -13,7 +13,7 @@ Row 0 stays the face ROI; every other view is a rotated one. As for every synthe
 corners of a view turned far enough reach past the 160-pixel cache crop and show its replicated border, for
 the teacher's input as for the student's.
 
-    python -m attnmesh.transformer.rotated --cache out/ft_cache_composite --out out/ft_cache_rotated
+    python -m research.face_transformer.rotated --cache out/ft_cache_composite --out out/ft_cache_rotated
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    synthetic.main(build, argv, prog="python -m attnmesh.transformer.rotated", description=__doc__.split("\n\n")[0],
+    synthetic.main(build, argv, prog="python -m research.face_transformer.rotated",
+                   description=__doc__.split("\n\n")[0],
                    cache="out/ft_cache_composite", out="out/ft_cache_rotated", train=2000, what="rotated items")
 
 

@@ -1,6 +1,6 @@
 """Train the blendshape network (:mod:`attnmesh.apps.blendshape_net`) by distilling the solver.
 
-    python -m attnmesh.apps.train_blendshape_net [--samples 8000] [--seed 0] [--out-dir src/attnmesh/apps]
+    python -m research.blendshape_net.train [--samples 8000] [--seed 0] [--out-dir src/attnmesh/apps]
 
 Data: synthetic faces (:func:`attnmesh.apps.blendshapes.synthetic_face`): random identities (Laplacian morph of
 the canonical face with random anchor offsets and per-axis scale), each seen in a neutral frame and in several
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .blendshape_net import HIDDEN, INPUT_SCALE, MANIFEST_NAME, WEIGHTS_NAME, BlendshapeNet, apps_dir
-from .blendshapes import (BLENDSHAPE_NAMES, NUM_EXTENDED, BlendshapeSolver, metric_landmarks, neutral_from_landmarks,
-                          nuisance_basis, solver_ids, synthetic_face)
+from attnmesh.apps.blendshape_net import HIDDEN, INPUT_SCALE, MANIFEST_NAME, WEIGHTS_NAME, BlendshapeNet, apps_dir
+from attnmesh.apps.blendshapes import (BLENDSHAPE_NAMES, NUM_EXTENDED, BlendshapeSolver, metric_landmarks,
+                                       neutral_from_landmarks, nuisance_basis, solver_ids, synthetic_face)
 
 IMAGE_SIZE = (640, 480)
 SHIFT_CM = 0.1  # sigma of the random rigid region shifts (measured on real video: up to ~0.3 cm)
@@ -40,8 +40,8 @@ def off_model_fields(rng: np.random.Generator, count: int = 64, anchors: int = 3
     mixed per sample, they stand for the motion real faces show that no blendshape models (lip shapes of
     speech, asymmetries); the solver's weighted fit decides how much of it each coefficient takes, and the
     network learns to do the same."""
-    from .blendshapes import _mesh_feature_ids
-    from .laplacian import LaplacianEditor, canonical_editing_mesh
+    from attnmesh.apps.blendshapes import _mesh_feature_ids
+    from attnmesh.apps.laplacian import LaplacianEditor, canonical_editing_mesh
 
     v, tri = canonical_editing_mesh()
     out = np.zeros((count, NUM_EXTENDED, 3))
@@ -98,7 +98,8 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Blendsh
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.blendshape_net.train",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=8000)
     ap.add_argument("--val-samples", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=60)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         "num_inputs": int(x.shape[1]), "hidden": HIDDEN, "input_scale": INPUT_SCALE,
         "input": "(metric_landmarks - neutral)[feature_ids] in cm, flattened (x, y, z per point), times input_scale",
         "feature_ids": solver_ids().tolist(), "outputs": list(BLENDSHAPE_NAMES),
-        "training": {"script": "python -m attnmesh.apps.train_blendshape_net", "seed": args.seed,
+        "training": {"script": "python -m research.blendshape_net.train", "seed": args.seed,
                      "samples": args.samples, "epochs": args.epochs, "labels": "BlendshapeSolver (distillation)",
                      "final_batch_loss": round(last, 6), "validation_mae_vs_solver": round(mae_solver, 4),
                      "validation_mae_vs_truth": round(mae_true, 4), "solver_mae_vs_truth": round(solver_true, 4)},

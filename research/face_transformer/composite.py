@@ -15,7 +15,7 @@ trains on them). Their crop is the 160-pixel cache crop, so the teacher's 192-pi
 it and the view's area outside the cache crop is the replicated border, exactly as :func:`data.make_batch`
 builds the student's input.
 
-    python -m attnmesh.transformer.composite --cache out/ft_cache --out out/ft_cache_composite
+    python -m research.face_transformer.composite --cache out/ft_cache --out out/ft_cache_composite
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    synthetic.main(build, argv, prog="python -m attnmesh.transformer.composite", description=__doc__.split("\n\n")[0],
+    synthetic.main(build, argv, prog="python -m research.face_transformer.composite",
+                   description=__doc__.split("\n\n")[0],
                    cache="out/ft_cache", out="out/ft_cache_composite", train=1500, what="composites",
                    min_views=2 + BETWEEN_VIEWS,
                    views_hint=f"the face ROI, the detector's ROI and {BETWEEN_VIEWS} random views per face (build it "

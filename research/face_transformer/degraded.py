@@ -11,7 +11,7 @@ equal odds; the parameters go into the item's meta, so the crop can be rebuilt f
 fresh ordinary views of it (:func:`synthetic.ordinary_views`); row 0 stays the face ROI. As for every synthetic item
 (:mod:`.synthetic`) each view is labelled by the teacher on the crop of that view and on its mirror.
 
-    python -m attnmesh.transformer.degraded --cache out/ft_cache_rotated --out out/ft_cache_degraded
+    python -m research.face_transformer.degraded --cache out/ft_cache_rotated --out out/ft_cache_degraded
 """
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def build(cache_dir: Path, out: Path, train: int, val: int, threads: int = 1, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    synthetic.main(build, argv, prog="python -m attnmesh.transformer.degraded", description=__doc__.split("\n\n")[0],
+    synthetic.main(build, argv, prog="python -m research.face_transformer.degraded",
+                   description=__doc__.split("\n\n")[0],
                    cache="out/ft_cache_rotated", out="out/ft_cache_degraded", train=2000, what="degraded items")
 
 
