@@ -1,6 +1,6 @@
 """Parity of the full pipeline with the reference runtime (``mp.solutions.face_mesh``, MediaPipe 0.10.21)
 on real photos, 300-W images and videos. Thresholds are the acceptance criteria of the faithful-inference
-issue; the measured numbers are in the README (``python benchmarks/parity.py`` prints them)."""
+issue; the measured numbers are in docs/parity.md (``python benchmarks/parity.py`` prints them)."""
 
 from __future__ import annotations
 

@@ -539,7 +539,7 @@ def test_shipped_weights_beat_mean_shape_on_held_out_faces():
 
     e_student, e_mean = err(s), err(np.broadcast_to(t.mean(0), t.shape))
     # measured at shipping (stage 11): 1.99% vs 12.5% IOD on these 24 faces (stage 8: 2.02%; all photos, at most two
-    # faces each; the benchmark reports the full held-out sets, README). Until stage 7 this test used the 7 faces
+    # faces each; the benchmark reports the full held-out sets, docs/models.md). Until stage 7 this test used the 7 faces
     # of the face-* photos only (stage 7: 1.45% vs 7.4%, stage 6: 1.55%, stage 5: 1.66%, stage 4: 1.9%)
     assert e_student < 0.4 * e_mean and e_student < 0.03, (e_student, e_mean)
     # test-time mirror averaging: the mirrored crop's answer, mapped back (x -> 128 - x, left/right permutation),

@@ -26,7 +26,7 @@ reaches 0.83 of its depth on its frame, and the noise above 10 Hz is damped. (Pa
 whenever they moved, as before, left them carrying 70-90% of the remaining jitter.) The output is the filtered
 shape placed by the filtered pose.
 
-Measured by ``benchmarks/stable_landmarks.py`` (see the README's table): jitter (residual of a centred 7-frame
+Measured by ``benchmarks/stable_landmarks.py`` (docs/stable-landmarks.md): jitter (residual of a centred 7-frame
 quadratic fit) 34%, 43% and 45% of MediaPipe's raw jitter on talking-d3, d6 and d9 where its one-euro settings
 leave 68-89%, with 0.34 frames of lag on a photo moved and turned along a smooth path.
 """

@@ -19,7 +19,7 @@ batch 1 about 4x slower (shape inference on every call), measured on the develop
 
 Precision: float32 (``INFERENCE_PRECISION_HINT=f32``). OpenVINO's CPU plugin would otherwise pick bf16 on
 CPUs with AMX or AVX-512 BF16: on 100 held-out 300-W faces that moved the Attention Mesh 0.36% IOD on average,
-over 0.5% on 3 of them, and ran slower at batch 1 on the development machine (README, Speed), so it is not
+over 0.5% on 3 of them, and ran slower at batch 1 on the development machine (docs/speed.md), so it is not
 offered.
 
 Importing this module needs neither PyTorch nor ONNX: only building a graph that is not in the cache does.
