@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CliError
@@ -18,34 +19,27 @@ from ..registry import get_model_spec, list_models, model_names
 from ..topology import NUM_MESH_LANDMARKS
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind: type, ok: Callable[[Any], bool], expected: str, must: str) -> Any:
+    """``kind(text)`` if ``ok`` of it, else argparse's one-line error (``expected ...``, ``must be ...``)."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a whole number", "at least 1")
 
 
 def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "in [0, 1]")
 
 
 def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0.0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0.0, "a number >= 0", "a finite number >= 0")
 
 
 # -- messages -------------------------------------------------------------------------------------------------
@@ -329,3 +323,13 @@ def check_local_engine(args: argparse.Namespace, command: str) -> None:
     given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY[command] if getattr(args, name, None) is not None]
     if given:
         raise CliError(f"{', '.join(given)}: only with --engine ray", code=2)
+
+
+def finish(summary: str, problem: str | None) -> int:
+    """The exit code of a command that read a video: its summary line, then the reading problem (a damaged or
+    truncated file: the outputs hold the frames read) as an error line and 1, else 0."""
+    say(summary)
+    if problem is not None:
+        print_error(problem)
+        return 1
+    return 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..errors import CliError
 from ..io import IMAGE_EXTENSIONS
-from .common import (PROG, VIDEO_EXTENSIONS, InputFiles, progress_bar, check_output_target, common_parents,
-                     frames_word, positive_int, unit_float, face_mesh, print_error, say)
+from .common import (finish, PROG, VIDEO_EXTENSIONS, InputFiles, progress_bar, check_output_target, common_parents,
+                     frames_word, positive_int, unit_float, face_mesh, say)
 
 
 def _color(text: str) -> tuple[int, int, int]:
@@ -124,8 +124,4 @@ def _makeup_video(args: argparse.Namespace) -> int:
         raise
     finally:
         video.close()
-    say(f"{PROG}: {frames_word(frames)}, {with_faces} with faces -> {args.out}")
-    if problem is not None:
-        print_error(problem)
-        return 1
-    return 0
+    return finish(f"{PROG}: {frames_word(frames)}, {with_faces} with faces -> {args.out}", problem)

@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from ..errors import CliError
-from .common import (PROG, InputFiles, progress_bar, check_output_target, common_parents, frames_word, face_mesh,
-                     print_error, say)
+from .common import (finish, PROG, InputFiles, progress_bar, check_output_target, common_parents, frames_word,
+                     face_mesh)
 
 # -- puppet -------------------------------------------------------------------------------------------------
 
@@ -130,12 +130,8 @@ def run_puppet(args: argparse.Namespace) -> int:
         raise
     finally:
         video.close()
-    say(f"{PROG}: {frames_word(len(records))}, {len(good)} with a face -> {args.out}"
-        + (f", {args.render}" if args.render else ""))
-    if problem is not None:
-        print_error(problem)
-        return 1
-    return 0
+    return finish(f"{PROG}: {frames_word(len(records))}, {len(good)} with a face -> {args.out}"
+                  + (f", {args.render}" if args.render else ""), problem)
 
 
 def _write_coefficients(out: Any, records: list[dict[str, Any]]) -> None:

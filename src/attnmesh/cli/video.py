@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CliError
-from .common import (OUT_HELP, PROG, InputFiles, add_model_options, commit_all, discard_all, print_error,
+from .common import (finish, OUT_HELP, PROG, InputFiles, add_model_options, commit_all, discard_all,
                      command_face_mesh, faces_word, nonnegative_float, open_writer_for, positive_int, unit_float,
-                     add_engine_options, check_local_engine, refuse_same_output, say)
+                     add_engine_options, check_local_engine, refuse_same_output)
 
 # -- video --------------------------------------------------------------------------------------------------
 
@@ -162,10 +162,6 @@ def run_video(args: argparse.Namespace) -> int:
         video.close()
     where = "stdout" if args.out == "-" else args.out
     rendered = f" and {args.render}" if args.render else ""
-    say(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {faces_word(n_faces)} in "
-        f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
-        f"{where}{rendered}")
-    if problem is not None:
-        print_error(problem)
-        return 1
-    return 0
+    return finish(f"{PROG}: {n_frames} frame{'s' * (n_frames != 1)} ({last_time:.2f} s), {faces_word(n_faces)} in "
+                  f"{n_with_face} frame{'s' * (n_with_face != 1)}{', smoothed' if smoother is not None else ''} -> "
+                  f"{where}{rendered}", problem)
