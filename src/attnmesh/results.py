@@ -3,7 +3,8 @@ integers); ``z`` is relative depth in pixels on the same scale as x (smaller = c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,7 +37,8 @@ class Face:
     (sigmoid of the model's face flag); ``roi``: the crop the landmarks were predicted from;
     ``detection``: the detection that started this face, or None when it was tracked from the previous frame;
     ``track_id``: in video mode, the same integer for the same face from frame to frame (a face that is lost
-    and found again gets a new one); None in static mode.
+    and found again gets a new one); None in static mode; ``readout68``: the model's 68-point read-out (set by
+    ``FaceMesh``), see :attr:`landmarks68`.
     """
 
     landmarks: np.ndarray
@@ -44,6 +46,14 @@ class Face:
     roi: Roi
     detection: Detection | None = None
     track_id: int | None = None
+    readout68: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def landmarks68(self) -> np.ndarray | None:
+        """(68, 2) float32 iBUG 300-W points (image pixels) read out of :attr:`landmarks` by the model's shipped
+        read-out (:mod:`attnmesh.weights.readout`; the fine-tuned ``attention_mesh_300w`` has its own, the other
+        models the documented fixed map); None for a face made without one."""
+        return None if self.readout68 is None else self.readout68(self.landmarks)
 
     @property
     def box(self) -> np.ndarray:

@@ -38,8 +38,10 @@ def add_eval(sub: argparse._SubParsersAction,
                    help="the deterministic hash split of the data set to use (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
                    help="validation share of the hash split (default: 0.15)")
-    p.add_argument("--map", dest="mapping", choices=("fixed", "linear"), default="fixed",
-                   help="mesh -> 68 points: the fixed index map or the fitted linear map (default: fixed)")
+    p.add_argument("--map", dest="mapping", choices=("fixed", "linear", "shipped"), default="fixed",
+                   help="mesh -> 68 points: the fixed index map, the imported model's fitted linear map, or each "
+                        "model's shipped read-out (Face.landmarks68; the fixed map for a weights file) "
+                        "(default: fixed)")
     p.add_argument("--max-faces", type=positive_int, default=4, metavar="N",
                    help="most faces per image, as FaceMesh(max_num_faces=N) (default: 4)")
     p.add_argument("--out", metavar="REPORT.json", help="write the report as JSON")
@@ -99,6 +101,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except WeightsError as e:
         raise CliError(str(e)) from None
     errors = report.pop("_errors_all")
+    report.pop("_matched")
     report["dataset"] = str(args.dataset)
     report["split"] = args.split
     print(format_table(report))

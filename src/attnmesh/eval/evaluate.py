@@ -49,13 +49,24 @@ def landmark_runner(model: str, device: str = "cpu") -> Any:
     return TorchLandmarkRunner("attention_mesh", device=device, net=load_attention_mesh_file(model, device))
 
 
+def readout_of(model: str) -> Any:
+    """The shipped 68-point read-out of ``model`` (:mod:`attnmesh.weights.readout`): a registered model's, or the
+    fixed map for a weights file."""
+    from ..registry import get_model_spec, model_names
+    from ..weights.readout import Readout68, load_readout
+
+    return load_readout(get_model_spec(model).weights[0]) if model in model_names() else Readout68("fixed")
+
+
 def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixed", device: str = "cpu",
              max_faces: int = 4, progress: bool = True,
              batch_size: int = 32, chunk: int = 64, runners: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``models`` (names or weight paths) on the images of ``records`` (see
     :mod:`attnmesh.eval.datasets`); returns ``{"models": {name: summary}, "drift": {name: ...}, ...}``.
     Records without 68-point annotations only contribute to the drift. ``runners``: the models' runners
-    already made by :func:`landmark_runner` (made here otherwise)."""
+    already made by :func:`landmark_runner` (made here otherwise). ``mapping``: ``"fixed"``, ``"linear"`` (the
+    imported model's linear map) or ``"shipped"`` (each model's own read-out, :func:`readout_of`). The report's
+    ``_matched`` holds, per model, the landmarks of the face matched to each annotated record (NaN if missed)."""
     import torch
 
     from ..geometry.roi import box_iou
@@ -68,6 +79,8 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
     index_map = maps.mesh_to_68()
     labelled = [r for r in records if r.points68 is not None]
     pred68 = {m: np.full((len(labelled), 68, 2), np.nan) for m in models}
+    matched = {m: np.full((len(labelled), runners[m].num_landmarks, 3), np.nan, np.float32) for m in models}
+    readouts = {m: readout_of(m) for m in models} if mapping == "shipped" else {}
     gt68 = np.stack([r.points68 for r in labelled]) if labelled else np.zeros((0, 68, 2))
     every: dict[str, list[np.ndarray | None]] = {m: [] for m in models}  # each detection ROI, in order
     bar = None
@@ -103,7 +116,8 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
                     if ious and max(ious) >= MATCH_IOU:
                         chosen = faces[int(np.argmax(ious))]
                     if chosen is not None:
-                        pred68[m][lj] = maps.to_68(chosen, mapping)
+                        pred68[m][lj] = readouts[m](chosen) if readouts else maps.to_68(chosen, mapping)
+                        matched[m][lj] = chosen
                     lj += 1
         li += sum(r.points68 is not None for r in part)
         if bar is not None:
@@ -125,6 +139,7 @@ def evaluate(records: Sequence[Any], models: Sequence[str], mapping: str = "fixe
         report["drift"][m] = {"against": base, **metrics.mesh_drift([a for a, _ in pairs], [b for _, b in pairs],
                                                                      np.unique(index_map))}
     report["_errors_all"] = errors
+    report["_matched"] = matched
     return report
 
 

@@ -22,6 +22,7 @@ from ..geometry.roi import Roi
 from ..registry import get_model_spec
 from ..results import Detection, Face
 from ..runtime.base import LandmarkRunner
+from ..weights.readout import Readout68, load_readout
 from .tracking import RoiDeadZone, associate, roi_from_detection, roi_from_landmarks
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class FaceMesh:
                                  "refine_landmarks=True (model='face_landmark' is the 468-point mesh)")
             runner = make_landmark_runner(name, backend=backend, device=device, **options)
         self.landmark_runner: LandmarkRunner = runner
+        # the 68-point read-out of Face.landmarks68: the model's shipped one (a runner object: the fixed map)
+        self.readout68 = Readout68("fixed") if spec is None else load_readout(get_model_spec(name).weights[0])
         if stabilize_roi and static_image_mode:
             raise ValueError("stabilize_roi needs video mode (static_image_mode=False)")
         self._roi_dead_zone = RoiDeadZone() if stabilize_roi else None
@@ -214,7 +217,7 @@ class FaceMesh:
             faces = []
             for roi, det, track_id in candidates:
                 if scores[k] >= self.min_tracking_confidence:
-                    faces.append(Face(points[k], float(scores[k]), roi, det, track_id))
+                    faces.append(Face(points[k], float(scores[k]), roi, det, track_id, self.readout68))
                 k += 1
             out.append(faces)
         return out

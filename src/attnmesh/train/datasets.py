@@ -232,7 +232,10 @@ class AugmentConfig:
     color: float = 0.25  # strength of brightness / contrast / saturation / gamma jitter
     blur: float = 0.15  # probability of a Gaussian blur (sigma 0.5..1.5 px)
     noise: float = 0.15  # probability of Gaussian noise (sigma 2..8 / 255)
-    occlusion: float = 0.15  # probability of a random rectangle (10..35% of the side) of flat colour or noise
+    occlusion: float = 0.15  # probability of an occluder: a rectangle, hand-like polygon, glasses or a face mask
+    motion_blur: float = 0.0  # probability of a linear motion blur (3..9 px, any direction)
+    jpeg: float = 0.0  # probability of JPEG artefacts (quality 15..60)
+    low_res: float = 0.0  # probability of a low-resolution copy (downscaled to 25..60%, then back)
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -248,19 +251,75 @@ def photometric(crop: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) 
         x = (x - x.mean()) * (1 + rng.uniform(-c, c)) + x.mean()  # contrast
         x = x + rng.uniform(-c, c) * 0.4  # brightness
         x = np.clip(x, 0, 1) ** math.exp(rng.uniform(-c, c))  # gamma
+    if rng.random() < cfg.low_res:
+        h, w = x.shape[:2]
+        f = rng.uniform(0.25, 0.6)
+        small = cv2.resize(x, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < cfg.blur:
         x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < cfg.motion_blur:
+        x = motion_blur(x, int(rng.integers(3, 10)), rng.uniform(0, math.pi))
     if rng.random() < cfg.noise:
         x = x + rng.normal(0, rng.uniform(2, 8) / 255.0, x.shape).astype(np.float32)
     if rng.random() < cfg.occlusion:
-        h, w = x.shape[:2]
+        x = occlude(x, rng)
+    if rng.random() < cfg.jpeg:
+        x = jpeg_artefacts(x, int(rng.integers(15, 61)))
+    return np.clip(x, 0, 1)
+
+
+def motion_blur(x: np.ndarray, length: int, angle: float) -> np.ndarray:
+    """``x`` (H, W, 3) float in [0, 1] blurred along a line of ``length`` pixels at ``angle`` (radians)."""
+    kernel = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    d = np.array([math.cos(angle), math.sin(angle)]) * c
+    cv2.line(kernel, (round(c - d[0]), round(c - d[1])), (round(c + d[0]), round(c + d[1])), 1.0, 1)
+    return cv2.filter2D(x, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REPLICATE)
+
+
+def jpeg_artefacts(x: np.ndarray, quality: int) -> np.ndarray:
+    """``x`` (H, W, 3) float in [0, 1] through a JPEG encode and decode at ``quality`` (1..100)."""
+    pixels = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0 if ok else x
+
+
+def occlude(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic occluder on a (H, W, 3) float crop of a face (the face fills the middle): a rectangle, a
+    hand-like polygon, a pair of glasses (two lens rings and a bridge, tinted or clear) or a face mask over
+    the nose and mouth; flat colour or noise."""
+    h, w = x.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    kind = rng.integers(4)
+    if kind == 0:  # rectangle, 10..35% of the side
         rh, rw = (int(rng.uniform(0.1, 0.35) * s) for s in (h, w))
         y0, x0 = int(rng.integers(0, h - rh)), int(rng.integers(0, w - rw))
-        if rng.random() < 0.5:
-            x[y0:y0 + rh, x0:x0 + rw] = rng.random(3)
-        else:
-            x[y0:y0 + rh, x0:x0 + rw] = rng.random((rh, rw, 3))
-    return np.clip(x, 0, 1)
+        mask[y0:y0 + rh, x0:x0 + rw] = 1
+    elif kind == 1:  # hand: a blob of 5..9 points around a centre anywhere on the face
+        cx, cy, r = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.9) * h, rng.uniform(0.12, 0.3) * w
+        angles = np.sort(rng.uniform(0, 2 * math.pi, int(rng.integers(5, 10))))
+        radii = r * rng.uniform(0.5, 1.0, len(angles))
+        pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    elif kind == 2:  # glasses at eye height
+        ey, dx = rng.uniform(0.36, 0.46) * h, rng.uniform(0.17, 0.22) * w
+        axes = (int(rng.uniform(0.1, 0.14) * w), int(rng.uniform(0.06, 0.09) * h))
+        thick = int(rng.integers(2, 6))
+        lens = -1 if rng.random() < 0.4 else thick  # sunglasses are filled
+        for sx in (-1, 1):
+            cv2.ellipse(mask, (round(w / 2 + sx * dx), round(ey)), axes, 0, 0, 360, 1, lens)
+        cv2.line(mask, (round(w / 2 - dx + axes[0]), round(ey)), (round(w / 2 + dx - axes[0]), round(ey)), 1, thick)
+    else:  # face mask from below the nose bridge down
+        top = rng.uniform(0.5, 0.62) * h
+        pts = np.array([[0.15 * w, top], [0.85 * w, top], [0.8 * w, 0.88 * h], [0.5 * w, 0.98 * h],
+                        [0.2 * w, 0.88 * h]])
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    fill = rng.random(3) if rng.random() < 0.6 else rng.random((h, w, 3))
+    m = mask.astype(bool)
+    x = x.copy()
+    x[m] = (np.broadcast_to(fill, x.shape) if np.ndim(fill) == 1 else fill)[m]
+    return x
 
 
 class FaceCrops:

@@ -1,0 +1,98 @@
+"""The 68-point read-out of a mesh: iBUG 300-W points (``Face.landmarks68``) from the 478 (or 468) landmarks,
+shipped with each model's weights.
+
+Three kinds, all fitted on the TRAINING split of 300w-train only (:mod:`attnmesh.train.readout`), the default
+of each model chosen on the validation split and recorded in its manifest entry (``readout68``):
+
+* ``"fixed"``: one mesh vertex per iBUG point (``data/landmark_maps.json``'s ``mesh_to_68``, the documented map);
+  what every model without a readout of its own uses.
+* ``"linear"``: each iBUG point a weighted sum of the 16 mesh vertices nearest its fixed vertex (weights sum to
+  1: translation-equivariant).
+* ``"dense"``: a ridge regression from all mesh vertices to all 68 points in a face-normalised frame (origin the
+  mesh centroid, x axis the outer eye corners 33 -> 263, unit the distance between them), mapped back.
+
+Coordinates in and out are image pixels (x right, y down); only x and y are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ..topology import LEFT_EYE_OUTER_CORNER, NUM_MESH_LANDMARKS, RIGHT_EYE_OUTER_CORNER
+
+READOUT_KINDS = ("fixed", "linear", "dense")
+
+
+def fixed_indices() -> np.ndarray:
+    """(68,) the documented fixed map: the mesh vertex of each iBUG point."""
+    data = json.loads(resources.files("attnmesh").joinpath("data/landmark_maps.json").read_text())
+    return np.asarray(data["mesh_to_68"]["indices"], np.int64)
+
+
+def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For (..., K, 2+) landmarks: the centroid (..., 2) of the 468 mesh vertices, the rotation (..., 2, 2) whose
+    rows are the unit vector along the outer eye corners (33 -> 263) and its perpendicular, and the corner
+    distance (...,): ``normalised = rotation @ (p - centroid) / scale``."""
+    xy = np.asarray(landmarks, np.float64)[..., :2]
+    centroid = xy[..., :NUM_MESH_LANDMARKS, :].mean(-2)
+    axis = xy[..., LEFT_EYE_OUTER_CORNER, :] - xy[..., RIGHT_EYE_OUTER_CORNER, :]
+    scale = np.maximum(np.linalg.norm(axis, axis=-1), 1e-9)
+    u = axis / scale[..., None]
+    rotation = np.stack([u, np.stack([-u[..., 1], u[..., 0]], -1)], -2)
+    return centroid, rotation, scale
+
+
+@dataclass
+class Readout68:
+    """A fitted mesh -> 68 map (see the module docstring). ``kind`` is one of :data:`READOUT_KINDS`; ``data``
+    its parameters (``linear``: ``columns`` and ``weights``, 68 x 16; ``dense``: ``matrix`` (136, 2 * V + 1),
+    ``vertices`` V)."""
+
+    kind: str = "fixed"
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in READOUT_KINDS:
+            raise ValueError(f"readout kind must be one of {READOUT_KINDS}, got {self.kind!r}")
+        self._fixed = fixed_indices()
+
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        """(..., 68, 2) iBUG points, image pixels, for (..., K >= 468, 2+) landmarks."""
+        xy = np.asarray(landmarks, np.float64)[..., :2]
+        if self.kind == "fixed":
+            return xy[..., self._fixed, :].astype(np.float32)
+        if self.kind == "linear":
+            cols = np.asarray(self.data["columns"], np.int64)
+            w = np.asarray(self.data["weights"], np.float64)
+            return np.einsum("kj,...kjc->...kc", w, xy[..., cols, :]).astype(np.float32)
+        vertices = int(self.data["vertices"])
+        matrix = np.asarray(self.data["matrix"], np.float64)
+        centroid, rotation, scale = face_frame(xy)
+        local = np.einsum("...ij,...kj->...ki", rotation, xy[..., :vertices, :] - centroid[..., None, :])
+        local = local / scale[..., None, None]
+        features = np.concatenate([local.reshape(*local.shape[:-2], -1), np.ones((*local.shape[:-2], 1))], -1)
+        out = (features @ matrix.T).reshape(*local.shape[:-2], 68, 2) * scale[..., None, None]
+        return (np.einsum("...ji,...kj->...ki", rotation, out) + centroid[..., None, :]).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.data}
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any] | None) -> Readout68:
+        entry = dict(entry or {"kind": "fixed"})
+        kind = entry.pop("kind")
+        entry.pop("fit", None)  # provenance and validation figures, not parameters
+        return cls(kind, entry)
+
+
+def load_readout(weights: str) -> Readout68:
+    """The shipped read-out of weights ``weights`` (its manifest entry's ``readout68``), else the fixed map."""
+    from . import read_manifest
+
+    entry = read_manifest()["models"].get(weights, {})
+    return Readout68.from_dict(entry.get("readout68"))
