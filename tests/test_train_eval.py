@@ -252,3 +252,30 @@ def test_ship_stores_float16_weights_with_their_provenance(tmp_path: Path) -> No
     with pytest.raises(WeightsError, match=r"bad\.pt: not a readable checkpoint") as e:
         load_attention_mesh_file(str(tmp_path / "bad.pt"))
     assert "\n" not in str(e.value)
+
+
+@needs_data
+def test_production_augmentations_change_the_crop_as_they_say():
+    """Motion blur keeps the mean and smooths along its line; JPEG at low quality changes the pixels a little;
+    low resolution loses detail; every occluder covers part of the crop; all stay in [0, 1], same shape,
+    reproducible from the generator's seed."""
+    import cv2
+
+    from attnmesh.train.datasets import AugmentConfig, jpeg_artefacts, motion_blur, occlude, photometric
+
+    crop = cv2.resize(cv2.cvtColor(cv2.imread(str(W300 / "lfpw" / "image_0001.jpg")), cv2.COLOR_BGR2RGB), (192, 192))
+    x = crop.astype(np.float32) / 255
+    horizontal = motion_blur(x, 9, 0.0)
+    assert abs(horizontal.mean() - x.mean()) < 0.01
+    assert np.abs(np.diff(horizontal, axis=1)).mean() < 0.6 * np.abs(np.diff(x, axis=1)).mean()
+    j = jpeg_artefacts(x, 15)
+    assert j.shape == x.shape and 0 < np.abs(j - x).mean() < 0.05
+    for seed in range(8):
+        a = occlude(x, np.random.default_rng(seed))
+        changed = np.any(a != x, axis=-1).mean()
+        assert a.shape == x.shape and 0.005 < changed < 0.7 and a.min() >= 0 and a.max() <= 1
+    everything = AugmentConfig(0, 0, 0, 0, 0.3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    out1 = photometric(crop, everything, np.random.default_rng(3))
+    out2 = photometric(crop, everything, np.random.default_rng(3))
+    np.testing.assert_array_equal(out1, out2)
+    assert out1.shape == x.shape and out1.min() >= 0 and out1.max() <= 1
