@@ -13,7 +13,6 @@ and the lowest is the model's read-out. Faces missed by the detector are left ou
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,17 @@ def fit_dense(mesh: np.ndarray, gt: np.ndarray, ridge: float, vertices: int | No
     return Readout68("dense", {"vertices": vertices, "matrix": np.round(matrix, 7).tolist()})
 
 
-def nme(readout: Readout68, mesh: np.ndarray, gt: np.ndarray) -> float:
-    """Mean NME (all 68 points, % of the inter-ocular distance) of ``readout`` on faces (NaN rows: missed)."""
+def summary(readout: Readout68, mesh: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
+    """``attnmesh eval``'s summary (NME all / eyes / lips, failures...) of ``readout`` on faces (NaN rows: missed)."""
     pred = np.full(gt.shape, np.nan)
     ok = ~np.isnan(mesh[:, 0, 0])
     pred[ok] = readout(mesh[ok])
-    return float(metrics.summarize(pred, gt)["nme_all"])
+    return metrics.summarize(pred, gt)
+
+
+def nme(readout: Readout68, mesh: np.ndarray, gt: np.ndarray) -> float:
+    """Mean NME (all 68 points, % of the inter-ocular distance) of ``readout`` on faces (NaN rows: missed)."""
+    return float(summary(readout, mesh, gt)["nme_all"])
 
 
 def choose(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
@@ -98,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     val = matched_landmarks(args.model, w300_records(args.data, "val", args.val_fraction))
     best, table = choose(train, val)
     for name, score in table:
-        print(f"{name:<20} validation NME {score:.3f}")
-    print(f"chosen: {best.kind}")
+        print(f"{name:<20} validation NME all {score:.3f}")
+    s = summary(best, *val)
+    print(f"chosen: {best.kind}: validation NME all {s['nme_all']:.3f}, eyes {s['nme_eyes']:.3f}, "
+          f"lips {s['nme_lips']:.3f}, failures {s['failure_rate']:.2f}%, missed {s['missed']}")
     if args.ship:
         from ..registry import get_model_spec
         from ..weights import read_manifest, set_manifest_entry
@@ -111,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
                "validation_nme": {name: round(score, 4) for name, score in table}}
         set_manifest_entry(weights, {**entry, "readout68": {**best.to_dict(), "fit": fit}})
         print(f"recorded in the manifest entry of {weights}")
-    json.dumps(best.to_dict())  # serialisable
     return 0
 
 
