@@ -22,7 +22,7 @@ import numpy as np
 from ..eval import metrics
 from ..weights.readout import Readout68, face_frame, fixed_indices
 
-DENSE_RIDGES = (1e-3, 1e-2, 1e-1, 1.0)  # x the number of training faces
+DENSE_RIDGES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # x the number of training faces
 
 
 def fit_linear(mesh: np.ndarray, gt: np.ndarray) -> Readout68:
