@@ -73,10 +73,11 @@ def convert_all(models_dir: Path, source: str, out: Path, names: list[str] | Non
                 raise SystemExit(f"error: {name}.{k} is not exactly representable as {dtype}")
         file = out / f"{name}.safetensors"
         save_file(state, str(file), metadata={"source": f"{source}: mediapipe/modules/{rel}"})
+        readout = manifest["models"].get(name, {}).get("readout68")  # fitted later (attnmesh.train.readout): kept
         manifest["models"][name] = {
             "file": file.name, "sha256": sha256_file(file), "dtype": str(dtype).replace("torch.", ""),
             "source": {"package": source, "path": f"mediapipe/modules/{rel}", "sha256": sha256_file(src)},
-            "tensors": sources,
+            "tensors": sources, **({"readout68": readout} if readout else {}),
         }
         print(f"{name}: {len(state)} tensors from {rel} -> {file}")
     manifest["models"] = dict(sorted(manifest["models"].items()))
