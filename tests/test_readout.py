@@ -76,3 +76,28 @@ def test_face_mesh_faces_carry_their_models_readout() -> None:
     got = tuned.process(image)[0]
     np.testing.assert_allclose(got.landmarks68, tuned.readout68(got.landmarks))
     assert got.landmarks68.shape == (68, 2)
+
+
+def test_a_stored_dense_readout_loads_back_from_its_file(tmp_path) -> None:
+    """store_readout puts a dense map's matrix in a .safetensors file beside the weights (sha256 in the
+    manifest) and load_readout gives the same points; a corrupted file is refused."""
+    import shutil
+
+    from attnmesh.weights import WeightsError, weights_dir
+    from attnmesh.weights.readout import load_readout, store_readout
+
+    for f in weights_dir().glob("*.json"):
+        shutil.copy(f, tmp_path / f.name)
+    train = faces(120, 1)
+    offsets = np.random.default_rng(5).normal(0, 0.03, (68, 2))
+    dense = fit_dense(train, convention(train, offsets), 1e-4)
+    entry = store_readout(dense, "attention_mesh", {"data": "test"}, tmp_path)
+    assert entry["file"] == "attention_mesh.readout68.safetensors" and "matrix" not in entry
+    val = faces(10, 2)
+    np.testing.assert_allclose(load_readout("attention_mesh", tmp_path)(val), dense(val), atol=1e-3)
+    path = tmp_path / entry["file"]
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_readout("attention_mesh", tmp_path)

@@ -108,14 +108,13 @@ def main(argv: list[str] | None = None) -> int:
           f"lips {s['nme_lips']:.3f}, failures {s['failure_rate']:.2f}%, missed {s['missed']}")
     if args.ship:
         from ..registry import get_model_spec
-        from ..weights import read_manifest, set_manifest_entry
+        from ..weights.readout import store_readout
 
         weights = get_model_spec(args.model).weights[0]
-        entry = read_manifest()["models"][weights]
         fit = {"data": f"{args.data.name}, training split (val_fraction {args.val_fraction})",
                "faces": int((~np.isnan(train[0][:, 0, 0])).sum()),
                "validation_nme": {name: round(score, 4) for name, score in table}}
-        set_manifest_entry(weights, {**entry, "readout68": {**best.to_dict(), "fit": fit}})
+        store_readout(best, weights, fit)
         print(f"recorded in the manifest entry of {weights}")
     return 0
 

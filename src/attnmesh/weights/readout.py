@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,16 +84,50 @@ class Readout68:
         return {"kind": self.kind, **self.data}
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any] | None) -> Readout68:
+    def from_dict(cls, entry: dict[str, Any] | None, directory: Path | None = None) -> Readout68:
+        """From a manifest entry's ``readout68`` (a dense map's matrix in the ``.safetensors`` file it names, in
+        ``directory``, sha256-checked) or :meth:`to_dict`'s output."""
         entry = dict(entry or {"kind": "fixed"})
         kind = entry.pop("kind")
         entry.pop("fit", None)  # provenance and validation figures, not parameters
+        if "file" in entry:
+            from safetensors.numpy import load_file
+
+            from . import WeightsError, sha256_file, weights_dir
+
+            path = (directory or weights_dir()) / entry.pop("file")
+            digest = entry.pop("sha256", None)
+            if not path.is_file() or (digest is not None and sha256_file(path) != digest):
+                raise WeightsError(f"read-out file {path.name} is missing or corrupt")
+            entry["matrix"] = load_file(str(path))["matrix"].astype(np.float64)
         return cls(kind, entry)
 
 
-def load_readout(weights: str) -> Readout68:
+def load_readout(weights: str, directory: Path | None = None) -> Readout68:
     """The shipped read-out of weights ``weights`` (its manifest entry's ``readout68``), else the fixed map."""
     from . import read_manifest
 
-    entry = read_manifest()["models"].get(weights, {})
-    return Readout68.from_dict(entry.get("readout68"))
+    entry = read_manifest(directory)["models"].get(weights, {})
+    return Readout68.from_dict(entry.get("readout68"), directory)
+
+
+def store_readout(readout: Readout68, weights: str, fit: dict[str, Any], directory: Path | None = None
+                  ) -> dict[str, Any]:
+    """Record ``readout`` in the manifest entry of weights ``weights`` (a dense map's matrix goes to
+    ``<weights>.readout68.safetensors`` beside them, float32); returns the ``readout68`` entry."""
+    from . import read_manifest, set_manifest_entry, sha256_file, weights_dir
+
+    directory = directory or weights_dir()
+    data = readout.to_dict()
+    if readout.kind == "dense":
+        from safetensors.numpy import save_file
+
+        from ..io.atomic import atomic_path
+
+        file = directory / f"{weights}.readout68.safetensors"
+        with atomic_path(file) as tmp:
+            save_file({"matrix": np.asarray(data.pop("matrix"), np.float32)}, str(tmp))
+        data.update(file=file.name, sha256=sha256_file(file))
+    entry = read_manifest(directory)["models"][weights]
+    set_manifest_entry(weights, {**entry, "readout68": {**data, "fit": fit}}, directory)
+    return data
