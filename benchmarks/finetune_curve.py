@@ -2,7 +2,7 @@
 ``step-*.pt`` checkpoints (``keep_checkpoints = true`` in the config), every ``--every`` steps, next to the
 training loss of ``log.csv``. Prints a Markdown table; ``--plot`` draws both.
 
-    python benchmarks/finetune_curve.py out/finetune_300w_long [--every 1000] [--plot docs/images/curve.png]
+    python benchmarks/finetune_curve.py out/finetune_300w [--every 1000] [--plot docs/images/curve.png]
 """
 
 from __future__ import annotations

@@ -185,7 +185,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     suffix = path.suffix.lower()
     if suffix == ".toml":
-        import tomllib
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
 
         d = tomllib.loads(text)
     elif suffix == ".json":
