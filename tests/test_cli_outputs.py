@@ -269,3 +269,34 @@ def test_webcam_names_the_headless_opencv_build():
 
     problem = _gui_problem(Headless)
     assert "opencv-python-headless" in problem and "pip install" in problem
+
+
+def test_arrow_table_equals_pyarrows_own_conversion_without_importing_pandas():
+    """outputs.arrow_table (NumPy buffers) builds the same table as pyarrow's from_pylist on every kind of row:
+    faces with and without a pose, a face-less image, a failure, a non-UTF-8 file name, video frames with track
+    ids; and, run in a fresh interpreter, it leaves pandas unimported."""
+    import pyarrow as pa
+
+    from attnmesh.io.outputs import arrow_table, error_record, face_record, frame_record, image_record, rows
+    from attnmesh.pipeline.face_mesh import FaceMesh
+
+    image = cv2.cvtColor(cv2.imread(str(PHOTOS / sorted(os.listdir(PHOTOS))[0])), cv2.COLOR_BGR2RGB)
+    faces = FaceMesh(static_image_mode=True, max_num_faces=3).process(image)
+    assert faces
+    size = (image.shape[1], image.shape[0])
+    face = face_record(faces[0], size)
+    no_pose = dict(face, pose=None)
+    records = [image_record("a.jpg", *size, [face, no_pose]), image_record("empty.png", 10, 20, []),
+               error_record("bad.jpg", "not an image"), image_record(os.fsdecode(b"caf\xe9.jpg"), *size, [face]),
+               frame_record("clip.mp4", 3, 0.1, *size, [dict(face, track_id=7), dict(face, track_id=None)])]
+    table_rows = [row for record in records for row in rows(record)]
+    schema = parquet_schema(478)
+    got = arrow_table(table_rows, schema)
+    assert got.equals(pa.Table.from_pylist(table_rows, schema=schema))
+    assert got.num_rows == 7 and got.column("path_bytes").null_count == 6
+    code = ("import sys, numpy as np; from attnmesh.io.outputs import arrow_table, parquet_schema, rows, "
+            "image_record; t = arrow_table(list(rows(image_record('x.jpg', 4, 4, []))), parquet_schema()); "
+            "print(t.num_rows, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.split() == ["1", "False"], out

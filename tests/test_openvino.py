@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from attnmesh.runtime import make_landmark_runner, resolve_backend
-from attnmesh.runtime.openvino import (BATCH_BUCKETS, OvCascadeRunner, OvFaceDetector, OvGraph,
+from attnmesh.runtime.openvino import (BATCH_BUCKETS, MAX_SINGLES, OvCascadeRunner, OvFaceDetector, OvGraph,
                                         OvLandmarkRunner, OvTransformerRunner, graph_spec)
 from attnmesh.geometry.roi import crop_image
 from attnmesh.runtime.detector import FaceDetector
@@ -53,23 +53,34 @@ def test_landmark_runner_matches_torch_on_photos(ir_dir, photos_and_rois, model:
     assert empty[0].shape == (0, ov_model.num_landmarks, 3)
 
 
+def test_batch_plan_covers_every_item_with_few_buckets() -> None:
+    """Every batch size splits into compiled buckets that hold exactly its items: full buckets, then singles or
+    one padded bucket."""
+    from attnmesh.runtime.openvino import batch_plan
+
+    for n in range(0, 80):
+        plan = batch_plan(n)
+        assert sum(items for _, items in plan) == n
+        assert all(bucket in BATCH_BUCKETS and 0 < items <= bucket for bucket, items in plan)
+        assert sum(bucket - items for bucket, items in plan) < BATCH_BUCKETS[1]  # at most one padded call
+    assert batch_plan(8) == [(8, 8)] and batch_plan(9) == [(8, 8), (1, 1)]
+    assert batch_plan(8 + MAX_SINGLES + 1) == [(8, 8), (8, MAX_SINGLES + 1)]
+
+
 def test_batches_are_padded_to_buckets_and_split_past_the_largest(ir_dir, photos_and_rois) -> None:
-    """A batch of 3 runs padded to 4, one of largest bucket + 6 runs in two parts: each face's answer equals
-    its answer at batch 1 (the padding never leaks into real rows)."""
+    """A batch of 3 runs as singles, one of 6 padded to 8, one of largest bucket + 13 in several calls: each
+    face's answer equals its answer at batch 1 (the padding never leaks into real rows)."""
     images, rois = photos_and_rois
     model = OvLandmarkRunner(model_dir=ir_dir)
     crops = np.concatenate([model.crop(im, r) for im, r in zip(images, rois)])[:3]
     single = [model.run(c[None]) for c in crops]
-    batch3 = model.run(crops)
-    for k, (p, s) in enumerate(single):
-        np.testing.assert_allclose(batch3[0][k], p[0], rtol=0, atol=1e-4)
-        np.testing.assert_allclose(batch3[1][k], s[0], rtol=0, atol=1e-6)
-    n = BATCH_BUCKETS[-1] + 6
-    big = np.concatenate([crops] * (n // len(crops) + 1))[:n]
-    points, scores = model.run(big)
-    assert points.shape == (n, 478, 3) and scores.shape == (n,)
-    for k in (0, 1, 2, n - 1):
-        np.testing.assert_allclose(points[k], single[k % 3][0][0], rtol=0, atol=1e-4)
+    for n in (3, MAX_SINGLES + 2, BATCH_BUCKETS[-1] + 13):
+        big = np.concatenate([crops] * (n // len(crops) + 1))[:n]
+        points, scores = model.run(big)
+        assert points.shape == (n, 478, 3) and scores.shape == (n,)
+        for k in sorted({0, 1, 2, n - 1}):
+            np.testing.assert_allclose(points[k], single[k % 3][0][0], rtol=0, atol=1e-4)
+            np.testing.assert_allclose(scores[k], single[k % 3][1][0], rtol=0, atol=1e-6)
 
 
 def test_detector_matches_torch(ir_dir, photos_and_rois) -> None:

@@ -119,9 +119,7 @@ class FaceMeshPredictor:
         self.schema = parquet_schema(self.face_mesh.landmark_runner.num_landmarks)
 
     def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-
-        from .io.outputs import rows
+        from .io.outputs import arrow_table, rows
         from .io.records import image_records
 
         paths, blobs = _input_columns(batch)
@@ -132,7 +130,7 @@ class FaceMeshPredictor:
                       for path, data in zip(paths[start:start + size], blobs[start:start + size])]
             for _, record, _, _ in image_records(self.face_mesh, loaded):
                 out.extend(rows(record))
-        return pa.Table.from_pylist(out, schema=self.schema)
+        return arrow_table(out, self.schema)
 
     def _load(self, path: str, data: bytes | None) -> Any:
         """RGB uint8 pixels, or the :class:`attnmesh.io.ImageError` naming ``path`` as given."""

@@ -153,7 +153,7 @@ def run_images(args: argparse.Namespace) -> int:
                     say(f"{PROG}: error: {path}: {record['error']}", bar)
                 elif overlays is not None:
                     overlays.write(path, im, faces)
-                n_faces += len(faces or ())
+                n_faces += len(record.get("faces") or ())
                 bar.update(1)
         commit_all(out)
     except BaseException:
@@ -169,8 +169,8 @@ def run_images(args: argparse.Namespace) -> int:
 
 
 def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[tuple[Path, dict, Any, Any]]:
-    """:func:`image_records` of every path, in order: ``(path, record, image, faces)`` (``image`` is None
-    unless ``--render`` needs it).
+    """:func:`image_records` of every path, in order: ``(path, record, image, faces)`` (``image`` and ``faces``
+    are None unless ``--render`` needs them).
 
     Chunks of ``args.batch_size`` images (default 8: one detector pass, then one mesh pass over all their
     faces) go to ``args.workers`` worker processes (default: the CPUs this process may use; 1 on the torch
@@ -178,21 +178,29 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     runs in parallel too, which threads in one process could not do (two threads reached about 1.1 cores).
     Each image's faces are what a lone ``FaceMesh`` gives it: no result depends on the number of workers or
     on the batch size."""
-    from ..runtime import default_threads, device_type
+    from ..runtime import available_cpus, device_type
 
     on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
-    workers = getattr(args, "workers", None) or (1 if on_torch else default_threads())
+    workers = getattr(args, "workers", None) or (1 if on_torch else available_cpus())
     batch = args.batch_size or IMAGES_BATCH
     chunks = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
     workers = min(workers, len(chunks))
     keep_images = bool(getattr(args, "render", None))
     if workers <= 1:
-        fm = command_face_mesh(args, num_threads=None if on_torch else default_threads())
+        fm = command_face_mesh(args, num_threads=None if on_torch else threads_in_one_process())
         for chunk in chunks:
             yield from _chunk_results(fm, chunk, args, keep_images)
         return
-    yield from _pooled_results(chunks, args, workers, 1 if not on_torch else max(1, default_threads() // workers),
+    yield from _pooled_results(chunks, args, workers, 1 if not on_torch else max(1, available_cpus() // workers),
                                keep_images)
+
+
+def threads_in_one_process() -> int:
+    """Network threads when one process does all the work (``--workers 1``, or one chunk): ``$ATTNMESH_THREADS``
+    if set, else every CPU (batches of 8 images give each layer enough work to share)."""
+    from ..runtime import available_cpus, env_threads
+
+    return env_threads() or available_cpus()
 
 
 IMAGES_BATCH = 8
@@ -210,7 +218,8 @@ def _chunk_results(fm: Any, chunk: Sequence[Path], args: argparse.Namespace,
             loaded.append((path, load_image(path)))
         except ImageError as e:
             loaded.append((path, e))
-    return [(path, record, image if keep_images else None, faces)
+    # images and Face objects go back to the parent only for --render: the records hold what the output needs
+    return [(path, record, image, faces) if keep_images else (path, record, None, None)
             for path, record, image, faces in image_records(fm, loaded, args.debug)]
 
 

@@ -240,9 +240,8 @@ class FaceGeometry:
         return self.metric_landmarks @ self.pose_transform[:3, :3].T + self.pose_transform[:3, 3]
 
 
-def _estimate_scale(points: np.ndarray, canonical: CanonicalFace) -> float:
-    """The scale of the canonical -> ``points`` Procrustes transform (EstimateScale)."""
-    transform = weighted_procrustes(canonical.vertices, points, canonical.procrustes_weights)
+def _scale_of(transform: np.ndarray) -> float:
+    """The uniform scale of a similarity transform (EstimateScale's answer)."""
     return float(np.linalg.norm(transform[:3, 0]))
 
 
@@ -273,6 +272,31 @@ def estimate_face_geometry(landmarks: np.ndarray, image_size: tuple[int, int],
     normalized image units) or the fit degenerates.
     """
     canonical = load_canonical_face() if canonical is None else canonical
+    projected, depth_offset = _near_plane(landmarks, image_size, camera)
+    pose, metric = _fit_pose(projected, depth_offset, camera, canonical.vertices, canonical.procrustes_weights)
+    inverse = np.linalg.inv(pose)
+    metric_landmarks = metric @ inverse[:3, :3].T + inverse[:3, 3]
+    return FaceGeometry(pose, metric_landmarks)
+
+
+def estimate_head_pose(landmarks: np.ndarray, image_size: tuple[int, int],
+                       camera: PerspectiveCamera = PerspectiveCamera(),
+                       canonical: CanonicalFace | None = None) -> np.ndarray:
+    """``estimate_face_geometry(...).pose_transform`` (4x4, canonical face -> camera metric space,
+    centimetres), computed on the 33 points of the Procrustes basis only: the same numbers, about 3x faster
+    (the output records of every face need the pose, not the metric mesh). Same arguments and errors."""
+    canonical = load_canonical_face() if canonical is None else canonical
+    projected, depth_offset = _near_plane(landmarks, image_size, camera)
+    used = canonical.procrustes_weights > 0
+    pose, _ = _fit_pose(projected[used], depth_offset, camera, canonical.vertices[used],
+                        canonical.procrustes_weights[used])
+    return pose
+
+
+def _near_plane(landmarks: np.ndarray, image_size: tuple[int, int],
+                camera: PerspectiveCamera) -> tuple[np.ndarray, float]:
+    """ProjectXY: the 468 mesh landmarks (image pixels) on the camera's near plane, and their mean depth;
+    ValueError for malformed or too compact landmarks."""
     points = np.asarray(landmarks, np.float64)
     if points.ndim != 2 or points.shape[0] < NUM_MESH_LANDMARKS or points.shape[1] != 3:
         raise ValueError(f"landmarks must be (K >= {NUM_MESH_LANDMARKS}, 3), got {points.shape}")
@@ -286,22 +310,23 @@ def estimate_face_geometry(landmarks: np.ndarray, image_size: tuple[int, int],
     if spread <= TOO_COMPACT_THRESHOLD:
         raise ValueError("the landmarks are too compact to estimate a face geometry")
 
-    # ProjectXY: normalized image coordinates (top-left origin) -> near-plane coordinates.
+    # normalized image coordinates (top-left origin) -> near-plane coordinates
     left, right, bottom, top = camera.frustum(image_size)
     projected = normalized.copy()
     projected[:, 1] = 1.0 - projected[:, 1]
     projected *= np.array([right - left, top - bottom, right - left])
     projected[:, :2] += np.array([left, bottom])
-    depth_offset = float(projected[:, 2].mean())
+    return projected, float(projected[:, 2].mean())
 
+
+def _fit_pose(projected: np.ndarray, depth_offset: float, camera: PerspectiveCamera, source: np.ndarray,
+              weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pose (4x4) of near-plane points ``projected`` (any subset of the mesh, ``source`` the canonical
+    vertices and ``weights`` the Procrustes weights of the same points) and the points in camera metric space."""
     # 1st pass on the projected points (XY can't be unprojected yet: z is relative), 2nd pass unprojected.
     first = projected * np.array([1.0, 1.0, -1.0])
-    first_scale = _estimate_scale(first, canonical)
+    first_scale = _scale_of(weighted_procrustes(source, first, weights))
     second = _unproject(projected, depth_offset, first_scale, camera.near)
-    second_scale = _estimate_scale(second, canonical)
+    second_scale = _scale_of(weighted_procrustes(source, second, weights))
     metric = _unproject(projected, depth_offset, first_scale * second_scale, camera.near)
-
-    pose = weighted_procrustes(canonical.vertices, metric, canonical.procrustes_weights)
-    inverse = np.linalg.inv(pose)
-    metric_landmarks = metric @ inverse[:3, :3].T + inverse[:3, 3]
-    return FaceGeometry(pose, metric_landmarks)
+    return weighted_procrustes(source, metric, weights), metric

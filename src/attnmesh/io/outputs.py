@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import os
 import signal
@@ -68,13 +69,14 @@ def pose_record(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[str,
     ``{"pitch", "yaw", "roll"}`` degrees, ``"translation"`` [x, y, z] centimetres (camera metric space, z < 0)
     and ``"transform"`` the 4x4 canonical-face -> camera matrix (row-major nested lists); None when the
     landmarks are too degenerate for a fit."""
-    from ..geometry.face_geometry import estimate_face_geometry
+    from ..geometry.face_geometry import FaceGeometry, estimate_head_pose
 
     try:
-        geometry = estimate_face_geometry(landmarks, image_size)
+        pose = estimate_head_pose(landmarks, image_size)
+        geometry = FaceGeometry(pose, np.empty((0, 3)))  # the pose's angles and translation
         pitch, yaw, roll = geometry.euler_angles
         return {"pitch": _r(pitch), "yaw": _r(yaw), "roll": _r(roll), "translation": _r(geometry.translation),
-                "transform": _r(geometry.pose_transform, 6)}
+                "transform": _r(pose, 6)}
     except ValueError:
         return None
 
@@ -228,13 +230,51 @@ def rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         row.update({
             "face": index, "track_id": face.get("track_id"), "score": face["score"],
             "detection_score": face["detection_score"], "box": face["box"], "roi": face["roi"],
-            "landmarks": [v for point in face["landmarks"] for v in point],
+            "landmarks": list(itertools.chain.from_iterable(face["landmarks"])),
         })
         if pose is not None:
             row.update({"pose_pitch": pose["pitch"], "pose_yaw": pose["yaw"], "pose_roll": pose["roll"],
                         "pose_translation": pose["translation"],
-                        "pose_transform": [v for line in pose["transform"] for v in line]})
+                        "pose_transform": list(itertools.chain.from_iterable(pose["transform"]))})
         yield row
+
+
+def arrow_table(rows: list[dict[str, Any]], schema: Any) -> Any:
+    """A ``pyarrow.Table`` of ``schema`` (:func:`parquet_schema`) from :func:`rows` output: what
+    ``pa.Table.from_pylist(rows, schema=schema)`` gives, built from NumPy buffers. Faster, and it keeps pyarrow
+    from importing pandas (about 0.5-0.8 s, where pandas is installed), which any of pyarrow's conversions of
+    Python or NumPy values does."""
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([_arrow_column([row.get(f.name) for row in rows], f.type) for f in schema],
+                                schema=schema)
+
+
+_NUMPY_TYPES = {"float": np.float32, "double": np.float64, "int32": np.int32, "int64": np.int64}
+
+
+def _arrow_column(values: list[Any], type_: Any) -> Any:
+    """One column: Python scalars, flat lists (fixed-size list columns), str or bytes, None for null."""
+    import pyarrow as pa
+
+    n = len(values)
+    present = np.fromiter((v is not None for v in values), bool, n)
+    validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+    if pa.types.is_fixed_size_list(type_):
+        size = type_.list_size
+        flat = np.zeros((n, size), _NUMPY_TYPES[str(type_.value_type)])
+        for i in np.flatnonzero(present):
+            flat[i] = values[i]
+        child = pa.Array.from_buffers(type_.value_type, n * size, [None, pa.py_buffer(flat)])
+        return pa.Array.from_buffers(type_, n, [validity], children=[child])
+    if pa.types.is_string(type_) or pa.types.is_binary(type_):
+        data = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else bytes(v)
+                for v in values]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum([len(d) for d in data], out=offsets[1:])
+        return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+    array = np.array([0 if v is None else v for v in values], _NUMPY_TYPES[str(type_)])
+    return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(array)])
 
 
 # -- writers ------------------------------------------------------------------------------------------------
@@ -473,10 +513,8 @@ class ParquetWriter(Writer):
             self._flush()
 
     def _flush(self) -> None:
-        import pyarrow as pa
-
         if self.buffer:
-            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.writer.write_table(arrow_table(self.buffer, self.schema))
             self.buffer = []
 
     def _close(self) -> None:

@@ -65,8 +65,8 @@ class FaceMesh:
             modules; any device) or ``"auto"`` (OpenVINO on CPU when installed, else ONNX Runtime, else
             torch); see :mod:`attnmesh.runtime`.
         num_threads: CPU threads of each network call on the OpenVINO and ONNX Runtime backends (default:
-            ``$ATTNMESH_THREADS``, else every CPU this process may use); PyTorch follows
-            ``torch.set_num_threads``. Several ``FaceMesh`` objects with ``num_threads=1`` in as many threads
+            ``$ATTNMESH_THREADS``, else 1: :data:`attnmesh.runtime.base.DEFAULT_NETWORK_THREADS` says why);
+            PyTorch follows ``torch.set_num_threads``. Several ``FaceMesh`` objects in as many worker processes
             keep several cores busy on a photo collection (``attnmesh images`` does this).
         stabilize_roi: video mode only, not in MediaPipe: hold each tracked face's crop still while the ROI
             from its landmarks moves less than the landmark noise (:class:`~attnmesh.pipeline.tracking.RoiDeadZone`),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..options import BACKENDS  # noqa: F401  (re-exported)
-from .base import LandmarkRunner, default_threads, device_type, resolve_backend, sigmoid  # noqa: F401
+from .base import LandmarkRunner, available_cpus, default_threads, env_threads, device_type, resolve_backend, sigmoid  # noqa: F401
 
 if TYPE_CHECKING:
     import torch

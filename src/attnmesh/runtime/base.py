@@ -114,9 +114,32 @@ class CropLandmarkRunner:
 
 # -- choosing a backend ---------------------------------------------------------------------------------------
 
+DEFAULT_NETWORK_THREADS = 1
+"""Intra-op threads of one network call unless ``$ATTNMESH_THREADS`` or ``num_threads`` says otherwise. Our
+networks take 1-5 ms per face: a second thread synchronises with the first after every layer, and on a 2-vCPU
+Intel Xeon VM that cost more than it saved (tracking talking-d3 on OpenVINO: 142-145 fps on one thread in five
+runs, 84-136 on two). Parallelism comes from elsewhere: one network per worker process in ``attnmesh images``,
+decoding in its own thread in ``attnmesh video``."""
+
+
 def default_threads() -> int:
-    """Intra-op threads: ``$ATTNMESH_THREADS`` if set, else the CPUs this process may run on."""
-    return int(os.environ.get("ATTNMESH_THREADS", 0)) or len(os.sched_getaffinity(0)) or 1
+    """Intra-op threads of each network call: ``$ATTNMESH_THREADS`` if set, else
+    :data:`DEFAULT_NETWORK_THREADS`."""
+    return env_threads() or DEFAULT_NETWORK_THREADS
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask): how many worker processes keep them busy."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def env_threads() -> int | None:
+    """``$ATTNMESH_THREADS`` as a number of threads (None when unset, empty or 0); ValueError if not a number."""
+    value = os.environ.get("ATTNMESH_THREADS", "").strip()
+    try:
+        return max(0, int(value)) or None if value else None
+    except ValueError:
+        raise ValueError(f"$ATTNMESH_THREADS must be a whole number of threads, got {value!r}") from None
 
 
 def device_type(device: str | torch.device) -> str:

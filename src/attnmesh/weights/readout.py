@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,13 @@ def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 class Readout68:
     """A fitted mesh -> 68 map (see the module docstring). ``kind`` is one of :data:`READOUT_KINDS`; ``data``
     its parameters (``linear``: ``columns`` and ``weights``, 68 x 16; ``dense``: ``matrix`` (136, 2 * V + 1),
-    ``vertices`` V)."""
+    ``vertices`` V). ``source``: the (weights name, folder) it was loaded from by :func:`load_readout`, if it
+    was: it then pickles as that reference (every :class:`~attnmesh.Face` carries its model's read-out, and a
+    dense matrix is 1 MB), and unpickles as the same shipped read-out."""
 
     kind: str = "fixed"
     data: dict[str, Any] = field(default_factory=dict)
+    source: tuple[str, str | None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in READOUT_KINDS:
@@ -83,6 +87,11 @@ class Readout68:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.data}
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.source is not None:
+            return _shipped_readout, self.source
+        return Readout68, (self.kind, self.data)
+
     @classmethod
     def from_dict(cls, entry: dict[str, Any] | None, directory: Path | None = None) -> Readout68:
         """From a manifest entry's ``readout68`` (a dense map's matrix in the ``.safetensors`` file it names, in
@@ -104,11 +113,20 @@ class Readout68:
 
 
 def load_readout(weights: str, directory: Path | None = None) -> Readout68:
-    """The shipped read-out of weights ``weights`` (its manifest entry's ``readout68``), else the fixed map."""
+    """The shipped read-out of weights ``weights`` (its manifest entry's ``readout68``), else the fixed map.
+    Each call reads (and checks) the files again; the result remembers where it came from (``source``)."""
     from . import read_manifest
 
     entry = read_manifest(directory)["models"].get(weights, {})
-    return Readout68.from_dict(entry.get("readout68"), directory)
+    readout = Readout68.from_dict(entry.get("readout68"), directory)
+    readout.source = (weights, None if directory is None else str(directory))
+    return readout
+
+
+@lru_cache(maxsize=16)
+def _shipped_readout(weights: str, directory: str | None) -> Readout68:
+    """A pickled shipped read-out, loaded once per process (faces from another process share it)."""
+    return load_readout(weights, None if directory is None else Path(directory))
 
 
 def store_readout(readout: Readout68, weights: str, fit: dict[str, Any], directory: Path | None = None
