@@ -1,7 +1,7 @@
 """CPU speed against the reference runtime, in one run: MediaPipe 0.10.21 vs attnmesh on OpenVINO (the default),
 ONNX Runtime and PyTorch.
 
-    python benchmarks/cpu_speed.py [--threads 2] [--frames 150] [--clips talking-d9.mp4 talking-d3.mp4]
+    python benchmarks/cpu_speed.py [--threads 1] [--frames 150] [--clips talking-d9.mp4 talking-d3.mp4]
                                    [--photos ../shared/data/300w-train] [--repeats 3] [--skip-models]
 
 (a) The paper's Table 1: per-face model latency at batch 1 (model only, no crops), the cascade (face_landmark
@@ -186,7 +186,9 @@ def photo_table(folder: Path, repeats: int, backends: tuple[str, ...] = ("openvi
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of each network in table (a) (default 1: attnmesh's default; MediaPipe's "
+                        "FaceMesh used about one core in table (b) here)")
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--clips", nargs="*", default=["talking-d9.mp4", "talking-d3.mp4"])
     p.add_argument("--photos", type=Path, default=HERE.parents[1] / "shared" / "data" / "300w-train")

@@ -331,7 +331,8 @@ class OvGraph:
             if bucket != n:
                 piece = np.concatenate([piece, np.zeros((bucket - n, *piece.shape[1:]), piece.dtype)])
             request = self._request(bucket)
-            request.infer({0: np.ascontiguousarray(piece)})
+            # shared: no copy of the input into the request, nor of every output into a dict (copied below)
+            request.infer({0: np.ascontiguousarray(piece)}, share_inputs=True, share_outputs=True)
             parts.append([request.get_output_tensor(i).data[:n].copy() for i in range(len(self.spec.outputs))])
         if len(parts) == 1:
             return parts[0]
