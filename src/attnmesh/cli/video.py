@@ -51,15 +51,20 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 class _VideoRender:
     """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
-    name and renamed by :meth:`commit`."""
+    file (:class:`attnmesh.io.outputs.TempFile`: created with the termination signals held, and removed if this
+    object never gets as far as being owned by the caller) and renamed by :meth:`commit`."""
 
     def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
-        from ..io.outputs import temp_path
+        from ..io.outputs import TempFile
         from ..io.video import VideoWriter
 
         self.target, self.pose_axes = target, pose_axes
-        self.tmp: str | None = temp_path(target, "--render")
-        self.writer = VideoWriter(self.tmp, width, height, rate)
+        self.file = TempFile(target, "--render")
+        try:
+            self.writer = VideoWriter(self.file.path, width, height, rate)
+        except BaseException:  # SIGTERM or Ctrl-C while the container opens included
+            self.file.discard()
+            raise
 
     def write(self, image: Any, faces: Sequence[Any]) -> None:
         from ..render import draw_face_mesh
@@ -67,24 +72,18 @@ class _VideoRender:
         self.writer.write(draw_face_mesh(image, faces, pose_axes=self.pose_axes))
 
     def commit(self) -> None:
-        from ..io.outputs import replace
-
         try:
             self.writer.close()
         except Exception as e:  # noqa: BLE001
             self.discard()
             raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
-        replace(self.tmp, self.target, "--render")  # type: ignore[arg-type]
-        self.tmp = None
+        self.file.commit()
 
     def discard(self) -> None:
-        from ..io.outputs import remove_quietly
-
-        if self.tmp is None:
+        if self.file.path is None:
             return
         self.writer.abandon()
-        remove_quietly(self.tmp)
-        self.tmp = None
+        self.file.discard()
 
 
 def run_video(args: argparse.Namespace) -> int:
