@@ -25,7 +25,10 @@ def _mouth_triangles() -> np.ndarray:
     return np.array([all(int(i) in inner for i in t) for t in tri])
 
 
-def render_mesh(points: np.ndarray, size: int = 480, rotation: np.ndarray | None = None,
+AVATAR_SIZE = 480  # side of the rendered avatar image, pixels
+
+
+def render_mesh(points: np.ndarray, size: int = AVATAR_SIZE, rotation: np.ndarray | None = None,
                 wireframe: bool = True) -> np.ndarray:
     """RGB uint8 (size, size, 3) image of ``points`` (478, 3) cm, optionally turned by ``rotation`` (3, 3),
     seen from the front with an orthographic camera (the face fills ~80 % of the height)."""

@@ -83,23 +83,21 @@ def run_makeup(args: argparse.Namespace) -> int:
 
 def _makeup_video(args: argparse.Namespace) -> int:
     from ..apps.lipstick import apply_lipstick
-    from ..io.outputs import TempFile
-    from ..io.video import VideoReader, VideoWriter
+    from ..io.video import VideoFile, VideoReader
     from ..pipeline.stabilizer import MultiFaceStabilizer
 
     check_output_target(args.out, "--out", (".mp4",))
     InputFiles([args.input]).refuse("--out", args.out)
     video = VideoReader(args.input, image_hint="for lipstick on a photo, give it a photo extension such as .jpg")
-    out = writer = None
+    out = None
     frames = with_faces = 0
     try:
-        out = TempFile(args.out, "--out")  # only once the input is open
         smoother = MultiFaceStabilizer()
         with face_mesh(args, static_image_mode=False, max_num_faces=args.max_faces, refine_landmarks=True) as fm, \
                 progress_bar(video.declared_frames, "frame") as bar:
             for _, timestamp, frame in video.frames():
-                if writer is None:
-                    writer = VideoWriter(out.path, frame.shape[1], frame.shape[0], video.rate)
+                if out is None:  # only once the input is open and its frame size known
+                    out = VideoFile(args.out, "--out", frame.shape[1], frame.shape[0], video.rate)
                 faces = fm.process(frame)
                 landmarks = [f.landmarks for f in faces]
                 if not args.no_smooth:
@@ -107,18 +105,13 @@ def _makeup_video(args: argparse.Namespace) -> int:
                     landmarks = [smoothed[f.track_id] for f in faces]
                 result = apply_lipstick(frame, landmarks, args.lipstick, args.opacity, args.gloss) if landmarks \
                     else frame
-                writer.write(result)
+                out.write(result)
                 frames += 1
                 with_faces += bool(faces)
                 bar.update(1)
-        problem = video.finish()
-        if writer is not None:
-            writer.close()
-        writer = None
+        problem = video.finish()  # raises when not one frame was read: out exists below
         out.commit()
     except BaseException:
-        if writer is not None:
-            writer.abandon()
         if out is not None:
             out.discard()
         raise

@@ -47,7 +47,8 @@ def run_puppet(args: argparse.Namespace) -> int:
     )
     from ..geometry.face_geometry import estimate_face_geometry
     from ..io.outputs import TempFile
-    from ..io.video import VideoReader, VideoWriter
+    from ..apps.render_avatar import AVATAR_SIZE
+    from ..io.video import VideoFile, VideoReader
     from ..pipeline.stabilizer import LandmarkStabilizer
     from .common import refuse_same_output
 
@@ -62,7 +63,8 @@ def run_puppet(args: argparse.Namespace) -> int:
     out = render = None
     try:
         out = TempFile(args.out, "--out")  # only once the input is open
-        render = TempFile(args.render, "--render") if args.render else None
+        render = (VideoFile(args.render, "--render", AVATAR_SIZE, AVATAR_SIZE, video.rate) if args.render
+                  else None)
         metrics: list[Any] = []
         times: list[float] = []
         poses: list[Any] = []
@@ -110,15 +112,13 @@ def run_puppet(args: argparse.Namespace) -> int:
         if render is not None:
             from ..apps.render_avatar import render_mesh
 
-            writer = VideoWriter(render.path, 480, 480, video.rate)
             last = np.zeros(len(BLENDSHAPE_NAMES))
             for rec, pose in zip(records, poses):
                 if rec["coefficients"] is not None:
                     last = np.array([rec["coefficients"][k] for k in BLENDSHAPE_NAMES])
                 rotation = pose.rotation if pose is not None else None
                 img = render_mesh(deform(last), rotation=rotation)
-                writer.write(img)
-            writer.close()
+                render.write(img)
         out.commit()
         if render is not None:
             render.commit()

@@ -50,40 +50,25 @@ def add_video(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 
 class _VideoRender:
-    """``--render OUT.mp4``: H.264 (libx264) when PyAV has it, else MPEG-4 part 2; written to a temporary
-    file (:class:`attnmesh.io.outputs.TempFile`: created with the termination signals held, and removed if this
-    object never gets as far as being owned by the caller) and renamed by :meth:`commit`."""
+    """``--render OUT.mp4``: the frames with their meshes drawn, into a :class:`attnmesh.io.video.VideoFile`
+    (H.264 when PyAV has libx264, else MPEG-4 part 2; renamed over the target by :meth:`commit`)."""
 
     def __init__(self, target: str, width: int, height: int, rate: Any, pose_axes: bool) -> None:
-        from ..io.outputs import TempFile
-        from ..io.video import VideoWriter
+        from ..io.video import VideoFile
 
-        self.target, self.pose_axes = target, pose_axes
-        self.file = TempFile(target, "--render")
-        try:
-            self.writer = VideoWriter(self.file.path, width, height, rate)
-        except BaseException:  # SIGTERM or Ctrl-C while the container opens included
-            self.file.discard()
-            raise
+        self.pose_axes = pose_axes
+        self.video = VideoFile(target, "--render", width, height, rate)
 
     def write(self, image: Any, faces: Sequence[Any]) -> None:
         from ..render import draw_face_mesh
 
-        self.writer.write(draw_face_mesh(image, faces, pose_axes=self.pose_axes))
+        self.video.write(draw_face_mesh(image, faces, pose_axes=self.pose_axes))
 
     def commit(self) -> None:
-        try:
-            self.writer.close()
-        except Exception as e:  # noqa: BLE001
-            self.discard()
-            raise CliError(f"--render {self.target}: cannot write the video ({e})") from None
-        self.file.commit()
+        self.video.commit()
 
     def discard(self) -> None:
-        if self.file.path is None:
-            return
-        self.writer.abandon()
-        self.file.discard()
+        self.video.discard()
 
 
 def run_video(args: argparse.Namespace) -> int:

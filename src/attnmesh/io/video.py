@@ -196,8 +196,8 @@ def upright(frame: Any) -> np.ndarray:
 class VideoWriter:
     """An MP4 written with PyAV: H.264 (libx264, CRF 20) when PyAV has it, else MPEG-4 part 2; frames are RGB
     uint8 (H, W, 3) of one size, padded by edge replication to even sides (yuv420p needs them), shown at
-    ``rate`` frames per second. Every command that writes a video uses it. The caller names the file (write
-    to a temporary name and rename when done: :class:`attnmesh.io.outputs.TempFile`)."""
+    ``rate`` frames per second. The caller names the file; :class:`VideoFile` writes one to a temporary name
+    and renames it when done, as every command that writes a video does."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, rate: Fraction | float) -> None:
         import av
@@ -236,3 +236,41 @@ class VideoWriter:
         """Close without flushing (after another error; the caller removes the file)."""
         with contextlib.suppress(Exception):
             self.container.close()
+
+
+class VideoFile:
+    """A :class:`VideoWriter` into a temporary file beside ``target`` (:class:`attnmesh.io.outputs.TempFile`:
+    created with SIGINT/SIGTERM held, removed if this object goes away uncommitted), renamed over ``target`` by
+    :meth:`commit`; :meth:`discard` removes it. ``what`` names the option in messages (``"--out"``,
+    ``"--render"``). What ``makeup``, ``puppet --render`` and ``video --render`` write."""
+
+    def __init__(self, target: str | os.PathLike, what: str, width: int, height: int,
+                 rate: Fraction | float) -> None:
+        from .outputs import TempFile
+
+        self.target, self.what = target, what
+        self.file = TempFile(target, what)
+        try:
+            self.writer = VideoWriter(self.file.path, width, height, rate)  # type: ignore[arg-type]
+        except BaseException:  # SIGTERM or Ctrl-C while the container opens included
+            self.file.discard()
+            raise
+
+    def write(self, rgb: np.ndarray) -> None:
+        self.writer.write(rgb)
+
+    def commit(self) -> None:
+        from .outputs import OutputError
+
+        try:
+            self.writer.close()
+        except Exception as e:  # noqa: BLE001 - any encoder or file error, as one line
+            self.discard()
+            raise OutputError(f"{self.what} {self.target}: cannot write the video ({e})") from None
+        self.file.commit()
+
+    def discard(self) -> None:
+        if self.file.path is None:
+            return
+        self.writer.abandon()
+        self.file.discard()
