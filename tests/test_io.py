@@ -320,3 +320,28 @@ def test_a_temporary_output_dropped_before_its_block_is_removed(tmp_path):
     with TempFile(target, "--out") as tmp:
         open(tmp.path, "w").write("rows")
     assert os.listdir(tmp_path) == ["faces.parquet"] and target.read_text() == "rows"
+
+
+def test_a_signal_delivered_to_another_thread_waits_until_the_temporary_file_is_owned(tmp_path):
+    """The operating system may deliver SIGINT/SIGTERM to any thread of the process (a process pool's manager
+    thread, a runtime's workers); Python then runs the handler in the main thread at once. Creating a
+    TempFile must still not be interrupted: the signal takes effect when the creation is done. Here a thread
+    sends SIGINT to itself while the main thread is inside the guarded step."""
+    import signal
+    import threading
+    import time
+
+    from attnmesh.io import outputs
+
+    inside = []
+    with pytest.raises(KeyboardInterrupt):
+        with outputs._signals_held():
+            worker = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
+            worker.start()
+            worker.join()
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:  # bytecodes run: the handler would have run here
+                inside.append(1)
+            inside.append("done")
+    assert inside[-1] == "done"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -39,6 +39,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator
 from importlib import resources
@@ -349,18 +350,31 @@ def remove_quietly(path: str | None) -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait (in this thread) until the block ends: the CLI turns them into exceptions, which
-    must not interrupt the few steps that create or rename a temporary file. Where signals cannot be masked,
-    the block runs as is."""
+    """SIGINT and SIGTERM wait until the block ends: the CLI turns them into exceptions, which must not
+    interrupt the few steps that create or rename a temporary file.
+
+    Python runs signal handlers in the main thread, whichever thread the operating system delivered the signal
+    to (a process pool's manager thread, a runtime's worker threads), so masking the signal in this thread
+    is not enough: the handlers themselves are swapped for one that notes the signal, and each noted signal
+    is raised again, to the restored handler, when the block ends. Outside the main thread no handler can run
+    in this thread, and the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (AttributeError, ValueError, OSError):
-        previous = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, _frame: caught.append(number))
+    except (AttributeError, ValueError, OSError):  # no such signal here
+        pass
     try:
         yield
     finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 class TempFile:
@@ -409,7 +423,9 @@ class Writer:
     def __init__(self, target: str, num_landmarks: int = 478) -> None:
         self.target = target
         self.num_landmarks = num_landmarks
-        self.tmp: str | None = None if target == "-" else temp_path(target)
+        # created as a TempFile: a signal cannot leave it behind between its creation and this object owning it
+        self._temp = None if target == "-" else TempFile(target)
+        self.tmp: str | None = None if self._temp is None else self._temp.path
 
     def write(self, record: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -423,8 +439,8 @@ class Writer:
         except OSError as e:
             self.discard()
             raise OutputError(f"--out {self.target}: cannot write the output ({e.strerror or e})") from None
-        if self.tmp is not None:
-            replace(self.tmp, self.target)
+        if self._temp is not None:
+            self._temp.commit()
             self.tmp = None
 
     def discard(self) -> None:
@@ -432,7 +448,8 @@ class Writer:
             self._abort()
         except Exception:  # noqa: BLE001 - cleaning up after another error
             pass
-        remove_quietly(self.tmp)
+        if self._temp is not None:
+            self._temp.discard()
         self.tmp = None
 
     def _abort(self) -> None:
