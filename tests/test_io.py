@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -326,22 +327,27 @@ def test_a_signal_delivered_to_another_thread_waits_until_the_temporary_file_is_
     """The operating system may deliver SIGINT/SIGTERM to any thread of the process (a process pool's manager
     thread, a runtime's workers); Python then runs the handler in the main thread at once. Creating a
     TempFile must still not be interrupted: the signal takes effect when the creation is done. Here a thread
-    sends SIGINT to itself while the main thread is inside the guarded step."""
-    import signal
-    import threading
-    import time
+    sends SIGINT to itself while the main thread is inside the guarded step (in a fresh interpreter: signals
+    sent to a thread of the test process itself upset its other tests' native modules)."""
+    import subprocess
+    import sys
 
-    from attnmesh.io import outputs
-
-    inside = []
-    with pytest.raises(KeyboardInterrupt):
-        with outputs._signals_held():
-            worker = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
-            worker.start()
-            worker.join()
-            deadline = time.monotonic() + 0.2
-            while time.monotonic() < deadline:  # bytecodes run: the handler would have run here
-                inside.append(1)
-            inside.append("done")
-    assert inside[-1] == "done"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    code = """if True:
+        import signal, threading, time
+        from attnmesh.io import outputs
+        steps = []
+        try:
+            with outputs._signals_held():
+                worker = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
+                worker.start()
+                worker.join()
+                deadline = time.monotonic() + 0.2
+                while time.monotonic() < deadline:  # bytecodes run: the handler would have run here
+                    steps.append(1)
+                steps.append("done")
+        except KeyboardInterrupt:
+            print("interrupted after", steps[-1], signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.split() == ["interrupted", "after", "done", "True"], (out.stdout, out.stderr)

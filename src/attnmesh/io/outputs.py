@@ -12,7 +12,10 @@ then readable text with ``\\xNN`` for the undecodable bytes, ``path_bytes`` the 
 
 and a face (:func:`face_record`) is ``{"score", "detection_score", "box", "roi", "landmarks", "pose"}``, plus
 ``"track_id"`` in video. Floats are rounded once, here (landmarks, box, roi, translation and angles to 3
-decimals, the pose transform to 6), so every format holds the same numbers.
+decimals, the pose transform to 6), so every format holds the same numbers. The two large fields are NumPy
+float64 arrays in a record, ``landmarks`` (K, 3) and the pose's ``transform`` (4, 4) (cheap to pass between
+processes and to put in columns); everything else is plain Python. :func:`json_ready` makes a record plain
+JSON values.
 
 * ``.jsonl`` / ``.ndjson``: the records as they are, one JSON object per line; JSON Schema in
   ``attnmesh/data/jsonl.schema.json`` (:func:`jsonl_schema`).
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import json
 import os
 import signal
@@ -59,10 +61,32 @@ PARQUET_ROWS_PER_GROUP = 512  # ~3 MB per group at 478 landmarks; small groups k
 
 def _r(x: Any, decimals: int = 3) -> Any:
     """Floats (scalars or arrays) rounded to ``decimals`` as plain Python values; ValueError if not finite."""
+    return _rounded(x, decimals).tolist()
+
+
+def _rounded(x: Any, decimals: int = 3) -> np.ndarray:
+    """Floats rounded to ``decimals`` as a float64 array; ValueError if not finite."""
     a = np.asarray(x, dtype=np.float64)
     if not np.isfinite(a).all():
         raise ValueError("non-finite value in the results")
-    return np.round(a, decimals).tolist()
+    return np.round(a, decimals)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` (a record, or any part of one) with its NumPy arrays as nested lists: plain JSON values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def pose_record(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[str, Any] | None:
@@ -77,7 +101,7 @@ def pose_record(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[str,
         geometry = FaceGeometry(pose, np.empty((0, 3)))  # the pose's angles and translation
         pitch, yaw, roll = geometry.euler_angles
         return {"pitch": _r(pitch), "yaw": _r(yaw), "roll": _r(roll), "translation": _r(geometry.translation),
-                "transform": _r(pose, 6)}
+                "transform": _rounded(pose, 6)}
     except ValueError:
         return None
 
@@ -96,7 +120,7 @@ def face_record(face: Any, image_size: tuple[int, int], landmarks: np.ndarray | 
         "detection_score": None if det is None else _r(det.score),
         "box": _r(face.box),
         "roi": _r(face.roi.as_tuple()),
-        "landmarks": _r(points),
+        "landmarks": _rounded(points),
         "pose": pose_record(points, image_size),
     }
     if video:
@@ -215,7 +239,8 @@ def npz_layout(num_records: int, max_faces: int, num_landmarks: int = 478) -> di
 
 def rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The flat rows of one record: one per face, one with null face fields when there is none, one with
-    ``error`` for a failure. Values are Python scalars, lists, bytes (``path_bytes``) or None (the names of
+    ``error`` for a failure. Values are Python scalars, lists, flat float64 arrays (``landmarks``,
+    ``pose_transform``), bytes (``path_bytes``) or None (the names of
     :func:`parquet_schema`)."""
     raw = record.get("path_bytes")
     base = {"path": record["path"], "frame": record.get("frame"), "timestamp": record.get("timestamp"),
@@ -231,12 +256,12 @@ def rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         row.update({
             "face": index, "track_id": face.get("track_id"), "score": face["score"],
             "detection_score": face["detection_score"], "box": face["box"], "roi": face["roi"],
-            "landmarks": list(itertools.chain.from_iterable(face["landmarks"])),
+            "landmarks": np.asarray(face["landmarks"], np.float64).reshape(-1),
         })
         if pose is not None:
             row.update({"pose_pitch": pose["pitch"], "pose_yaw": pose["yaw"], "pose_roll": pose["roll"],
                         "pose_translation": pose["translation"],
-                        "pose_transform": list(itertools.chain.from_iterable(pose["transform"]))})
+                        "pose_transform": np.asarray(pose["transform"], np.float64).reshape(-1)})
         yield row
 
 
@@ -255,7 +280,7 @@ _NUMPY_TYPES = {"float": np.float32, "double": np.float64, "int32": np.int32, "i
 
 
 def _arrow_column(values: list[Any], type_: Any) -> Any:
-    """One column: Python scalars, flat lists (fixed-size list columns), str or bytes, None for null."""
+    """One column: Python scalars, flat lists or arrays (fixed-size list columns), str or bytes, None for null."""
     import pyarrow as pa
 
     n = len(values)
@@ -465,7 +490,7 @@ class JsonlWriter(Writer):
                              else open(self.tmp, "w", encoding="utf-8", newline="\n"))  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+        self.file.write(json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default) + "\n")
 
     def _close(self) -> None:
         self.file.flush()
@@ -497,14 +522,19 @@ class CsvWriter(Writer):
             cells += row.get("roi") or blank * 4
             cells += ["" if row.get(c) is None else row[c] for c in ("pose_pitch", "pose_yaw", "pose_roll")]
             cells += row.get("pose_translation") or blank * 3
-            cells += row.get("pose_transform") or blank * 16
+            cells += _cells(row.get("pose_transform"), 16)
             cells.append(row.get("error") or "")
-            cells += row.get("landmarks") or blank * (3 * self.num_landmarks)
+            cells += _cells(row.get("landmarks"), 3 * self.num_landmarks)
             cells.append("" if row["path_bytes"] is None else row["path_bytes"].hex())
             self.csv.writerow(cells)
 
     _close = JsonlWriter._close
     _abort = JsonlWriter._abort
+
+
+def _cells(values: Any, count: int) -> list[Any]:
+    """CSV cells of a flat array (``count`` blanks for a null)."""
+    return [""] * count if values is None else np.asarray(values).tolist()
 
 
 class ParquetWriter(Writer):
