@@ -31,6 +31,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 from importlib import resources
 
 import numpy as np
@@ -120,50 +121,71 @@ def weighted_procrustes(source: np.ndarray, target: np.ndarray, weights: np.ndar
     """
     source = np.asarray(source, np.float64)
     target = np.asarray(target, np.float64)
-    weights = np.asarray(weights, np.float64)
     if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape:
         raise ValueError(f"source and target must both be (N, 3), got {source.shape} and {target.shape}")
-    if len(source) < 3:
-        raise ValueError("at least 3 points are needed")
-    if weights.shape != (len(source),):
-        raise ValueError(f"weights must be ({len(source)},), got {weights.shape}")
-    if (weights < 0).any():
-        raise ValueError("weights must be non-negative")
-    total_weight = weights.sum()
-    if not total_weight > PROCRUSTES_EPS:
-        raise ValueError("the total weight is too small")
-    used = weights > 0  # zero-weight points add nothing to any sum below (MediaPipe's face: 33 of 468 used)
-    if not used.all():
-        source, target, weights = source[used], target[used], weights[used]
+    return ProcrustesBasis(source, weights).fit(target)
 
-    sqrt_w = np.sqrt(weights)[None, :]
-    ws = source.T * sqrt_w  # 3 x N, transposed(A_w)
-    wt = target.T * sqrt_w  # transposed(B_w)
-    center = (ws * sqrt_w).sum(1) / total_weight
-    centered_ws = ws - center[:, None] * sqrt_w
 
-    design = wt @ centered_ws.T
-    if not np.linalg.norm(design) > PROCRUSTES_EPS:
-        raise ValueError("the design matrix norm is too small")
-    u, _, vt = np.linalg.svd(design)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        u[:, 2] *= -1
-    rotation = u @ vt
+class ProcrustesBasis:
+    """:func:`weighted_procrustes` with its ``source`` and ``weights`` fixed: what depends on them only (the
+    weighted, centred source and the scale's denominator) is computed once, and :meth:`fit` maps the source
+    onto each new target with the same arithmetic, to the bit. The head pose fits the same canonical face
+    three times per face."""
 
-    numerator = ((rotation @ centered_ws) * wt).sum()
-    denominator = (centered_ws * ws).sum()
-    if not denominator > PROCRUSTES_EPS:
-        raise ValueError("the scale denominator is too small")
-    scale = numerator / denominator
-    if not scale > PROCRUSTES_EPS:
-        raise ValueError("the scale is too small")
+    def __init__(self, source: np.ndarray, weights: np.ndarray) -> None:
+        source = np.asarray(source, np.float64)
+        weights = np.asarray(weights, np.float64)
+        if source.ndim != 2 or source.shape[1] != 3:
+            raise ValueError(f"source must be (N, 3), got {source.shape}")
+        if len(source) < 3:
+            raise ValueError("at least 3 points are needed")
+        if weights.shape != (len(source),):
+            raise ValueError(f"weights must be ({len(source)},), got {weights.shape}")
+        if (weights < 0).any():
+            raise ValueError("weights must be non-negative")
+        self.num_points = len(source)
+        self.total_weight = weights.sum()
+        if not self.total_weight > PROCRUSTES_EPS:
+            raise ValueError("the total weight is too small")
+        used = weights > 0  # zero-weight points add nothing to any sum below (MediaPipe's face: 33 of 468 used)
+        self.used = None if used.all() else used
+        if self.used is not None:
+            source, weights = source[used], weights[used]
+        self.sqrt_w = np.sqrt(weights)[None, :]
+        self.ws = source.T * self.sqrt_w  # 3 x N, transposed(A_w)
+        center = (self.ws * self.sqrt_w).sum(1) / self.total_weight
+        self.centered_ws = self.ws - center[:, None] * self.sqrt_w
+        self.denominator = (self.centered_ws * self.ws).sum()
+        if not self.denominator > PROCRUSTES_EPS:
+            raise ValueError("the scale denominator is too small")
 
-    rotation_and_scale = scale * rotation
-    translation = ((wt - rotation_and_scale @ ws) * sqrt_w).sum(1) / total_weight
-    transform = np.eye(4)
-    transform[:3, :3] = rotation_and_scale
-    transform[:3, 3] = translation
-    return transform
+    def fit(self, target: np.ndarray) -> np.ndarray:
+        """The 4x4 similarity transform mapping the source onto ``target`` (N, 3) (:func:`weighted_procrustes`)."""
+        target = np.asarray(target, np.float64)
+        if target.shape != (self.num_points, 3):
+            raise ValueError(f"target must be ({self.num_points}, 3), got {target.shape}")
+        if self.used is not None:
+            target = target[self.used]
+        wt = target.T * self.sqrt_w  # transposed(B_w)
+        design = wt @ self.centered_ws.T
+        if not np.linalg.norm(design) > PROCRUSTES_EPS:
+            raise ValueError("the design matrix norm is too small")
+        u, _, vt = np.linalg.svd(design)
+        if np.linalg.det(u) * np.linalg.det(vt) < 0:
+            u[:, 2] *= -1
+        rotation = u @ vt
+
+        numerator = ((rotation @ self.centered_ws) * wt).sum()
+        scale = numerator / self.denominator
+        if not scale > PROCRUSTES_EPS:
+            raise ValueError("the scale is too small")
+
+        rotation_and_scale = scale * rotation
+        translation = ((wt - rotation_and_scale @ self.ws) * self.sqrt_w).sum(1) / self.total_weight
+        transform = np.eye(4)
+        transform[:3, :3] = rotation_and_scale
+        transform[:3, 3] = translation
+        return transform
 
 
 def rotation_from_euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
@@ -273,7 +295,8 @@ def estimate_face_geometry(landmarks: np.ndarray, image_size: tuple[int, int],
     """
     canonical = load_canonical_face() if canonical is None else canonical
     projected, depth_offset = _near_plane(landmarks, image_size, camera)
-    pose, metric = _fit_pose(projected, depth_offset, camera, canonical.vertices, canonical.procrustes_weights)
+    pose, metric = _fit_pose(projected, depth_offset, camera,
+                             ProcrustesBasis(canonical.vertices, canonical.procrustes_weights))
     inverse = np.linalg.inv(pose)
     metric_landmarks = metric @ inverse[:3, :3].T + inverse[:3, 3]
     return FaceGeometry(pose, metric_landmarks)
@@ -285,12 +308,22 @@ def estimate_head_pose(landmarks: np.ndarray, image_size: tuple[int, int],
     """``estimate_face_geometry(...).pose_transform`` (4x4, canonical face -> camera metric space,
     centimetres), computed on the 33 points of the Procrustes basis only: the same numbers, about 3x faster
     (the output records of every face need the pose, not the metric mesh). Same arguments and errors."""
-    canonical = load_canonical_face() if canonical is None else canonical
+    used, basis = _pose_basis() if canonical is None else _pose_basis_of(canonical)
     projected, depth_offset = _near_plane(landmarks, image_size, camera)
-    used = canonical.procrustes_weights > 0
-    pose, _ = _fit_pose(projected[used], depth_offset, camera, canonical.vertices[used],
-                        canonical.procrustes_weights[used])
+    pose, _ = _fit_pose(projected[used], depth_offset, camera, basis)
     return pose
+
+
+def _pose_basis_of(canonical: CanonicalFace) -> tuple[np.ndarray, ProcrustesBasis]:
+    """The indices of the Procrustes basis's points (non-zero weight) and the basis over them alone."""
+    used = np.flatnonzero(canonical.procrustes_weights > 0)
+    return used, ProcrustesBasis(canonical.vertices[used], canonical.procrustes_weights[used])
+
+
+@functools.lru_cache(maxsize=1)
+def _pose_basis() -> tuple[np.ndarray, ProcrustesBasis]:
+    """:func:`_pose_basis_of` the packaged canonical face, computed once (like the face itself)."""
+    return _pose_basis_of(load_canonical_face())
 
 
 def _near_plane(landmarks: np.ndarray, image_size: tuple[int, int],
@@ -319,14 +352,14 @@ def _near_plane(landmarks: np.ndarray, image_size: tuple[int, int],
     return projected, float(projected[:, 2].mean())
 
 
-def _fit_pose(projected: np.ndarray, depth_offset: float, camera: PerspectiveCamera, source: np.ndarray,
-              weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pose (4x4) of near-plane points ``projected`` (any subset of the mesh, ``source`` the canonical
-    vertices and ``weights`` the Procrustes weights of the same points) and the points in camera metric space."""
+def _fit_pose(projected: np.ndarray, depth_offset: float, camera: PerspectiveCamera, basis: Any
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The pose (4x4) of near-plane points ``projected`` (``basis.fit(points)``: the Procrustes fit of the
+    canonical face onto the same points) and the points in camera metric space."""
     # 1st pass on the projected points (XY can't be unprojected yet: z is relative), 2nd pass unprojected.
     first = projected * np.array([1.0, 1.0, -1.0])
-    first_scale = _scale_of(weighted_procrustes(source, first, weights))
+    first_scale = _scale_of(basis.fit(first))
     second = _unproject(projected, depth_offset, first_scale, camera.near)
-    second_scale = _scale_of(weighted_procrustes(source, second, weights))
+    second_scale = _scale_of(basis.fit(second))
     metric = _unproject(projected, depth_offset, first_scale * second_scale, camera.near)
-    return weighted_procrustes(source, metric, weights), metric
+    return basis.fit(metric), metric

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..geometry.face_geometry import load_canonical_face, weighted_procrustes
+from ..geometry.face_geometry import ProcrustesBasis, load_canonical_face
 from ..topology import NUM_MESH_LANDMARKS
 from .smoothing import MultiFaceSmoother
 
@@ -157,6 +157,7 @@ class LandmarkStabilizer:
         self._pose_filter = AlphaBetaFilter(pose_alpha, pose_beta)
         self.shape_min_gain, self.shape_sigma_cm, self.neighbours = shape_min_gain, shape_sigma_cm, neighbours
         self._canonical = load_canonical_face()
+        self._basis = ProcrustesBasis(self._canonical.vertices, self._canonical.procrustes_weights)
         self.reset()
 
     def reset(self) -> None:
@@ -193,8 +194,7 @@ class LandmarkStabilizer:
 
         points = landmarks.astype(np.float64) * _FLIP
         try:
-            transform = weighted_procrustes(self._canonical.vertices, points[:NUM_MESH_LANDMARKS],
-                                            self._canonical.procrustes_weights)
+            transform = self._basis.fit(points[:NUM_MESH_LANDMARKS])
         except ValueError:  # degenerate landmarks: no pose to filter
             self.reset()
             return landmarks.astype(np.float32)
