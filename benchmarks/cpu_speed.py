@@ -9,7 +9,8 @@ ONNX Runtime and PyTorch.
     (median over rounds). MediaPipe's own TFLite/XNNPACK timings where its interpreter runs the file alone (the
     attention model needs MediaPipe's custom ops, so only inside its graph, i.e. in (b)).
 (b) Tracking fps per clip: ``FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1)`` on the
-    same decoded frames, each engine in turn, clip by clip; warm-up excluded.
+    same decoded frames, each engine in turn, round after round (``--repeats``), clip by clip; median per engine,
+    warm-up excluded.
 (c) A photo folder, whole process (Python start-up, imports, model loading and decoding included): ``attnmesh
     images DIR --out x.parquet`` per backend vs a MediaPipe user's loop (``cv2.imread`` + static ``FaceMesh``,
     refine on, max 5 faces) over the same files; alternated, ``--repeats`` times, median wall time.
@@ -114,7 +115,7 @@ def _tflite_runner(model: str, x: np.ndarray, threads: int):
     return run
 
 
-def tracking_table(clips: list[str], frames_per_clip: int) -> dict[str, float]:
+def tracking_table(clips: list[str], frames_per_clip: int, rounds: int = 3) -> dict[str, float]:
     def ours(backend: str):
         fm = attnmesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True, backend=backend)
         return fm.process, fm.reset
@@ -132,23 +133,33 @@ def tracking_table(clips: list[str], frames_per_clip: int) -> dict[str, float]:
     engines = {"MediaPipe 0.10.21": mediapipe(), **{f"attnmesh {b}": ours(b) for b in BACKENDS}}
     rows, totals = [], {k: [0, 0.0] for k in engines}
     for clip in clips:
-        frames = list(video_frames(VIDEOS / clip, frames_per_clip))
+        path = VIDEOS / clip
+        if not path.is_file():
+            raise SystemExit(f"cpu_speed.py: no clip {path} (the clips are files of {VIDEOS})")
+        frames = list(video_frames(path, frames_per_clip))
+        if not frames:
+            raise SystemExit(f"cpu_speed.py: {path} has no frames")
+        seconds: dict[str, list[float]] = {k: [] for k in engines}
+        for _ in range(rounds):  # engines in turn, round after round: background load hits all alike
+            for name, (process, reset) in engines.items():
+                reset()
+                for f in frames[:3]:  # warm-up: first detection, lazy compilation
+                    process(f)
+                reset()
+                t = time.perf_counter()
+                for f in frames:
+                    process(f)
+                seconds[name].append(time.perf_counter() - t)
         row = {}
-        for name, (process, reset) in engines.items():
-            reset()
-            for f in frames[:3]:  # warm-up: first detection, lazy compilation
-                process(f)
-            reset()
-            t = time.perf_counter()
-            for f in frames:
-                process(f)
-            dt = time.perf_counter() - t
+        for name, s in seconds.items():
+            dt = statistics.median(s)
             row[name] = len(frames) / dt
             totals[name][0] += len(frames)
             totals[name][1] += dt
         rows.append((clip, frames[0].shape, len(frames), row))
     names = list(engines)
-    print("\n(b) tracking fps, refine_landmarks=True, max_num_faces=1, frames decoded beforehand\n")
+    print(f"\n(b) tracking fps, refine_landmarks=True, max_num_faces=1, frames decoded beforehand, median of "
+          f"{rounds} rounds\n")
     print("| clip | size | frames | " + " | ".join(names) + " | default (OpenVINO) / MediaPipe |")
     print("|---" * (len(names) + 4) + "|")
     for clip, shape, n, row in rows:
@@ -208,7 +219,7 @@ def main() -> None:
           f"{onnxruntime.__version__}, PyTorch {torch.__version__}")
     if not a.skip_models:
         model_table(a.threads)
-    tracking_table(a.clips, a.frames)
+    tracking_table(a.clips, a.frames, a.repeats)
     if not a.skip_photos:
         photo_table(a.photos, a.repeats, tuple(a.photo_backends))
 

@@ -218,8 +218,8 @@ def test_version_and_fast_help():
     assert elapsed < 10  # generous for a loaded 2-core machine; torch alone takes seconds to import
 
 
-def test_worker_processes_give_what_a_lone_face_mesh_gives(tmp_path):
-    """``images`` in 2 worker processes, batches of 3 (faces of several images in one mesh pass): every
+def test_parallel_workers_give_what_a_lone_face_mesh_gives(tmp_path):
+    """``images`` in 2 workers, batches of 3 (faces of several images in one mesh pass): every
     image's landmarks equal those of a FaceMesh of this process given that image alone (outputs round to
     1e-3 px)."""
     import attnmesh
@@ -243,7 +243,7 @@ def test_worker_processes_give_what_a_lone_face_mesh_gives(tmp_path):
 
 
 def test_a_worker_that_cannot_set_up_fails_the_run_with_one_line(tmp_path):
-    """The networks are built inside the worker processes; a failure there (here: the graph cache is a file,
+    """A failure to build the networks for the workers (here: the graph cache is a file,
     not a folder) is the run's one-line error, exit 1, and no output file."""
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder\n")

@@ -131,13 +131,13 @@ def decode_image(data: bytes, name: str | os.PathLike) -> np.ndarray:
 
     fmt = "image"
     try:
-        with _pillow_pixel_limit(Image):
+        with _pillow_pixel_limit(Image):  # only the header is read here: threads decode side by side below
             im = Image.open(BytesIO(data))
-            fmt = im.format or "image"
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(name, f"image too large ({width}x{height} pixels, more than {MAX_PIXELS})")
-            im.load()  # full decode: this is where truncated and corrupt data are found
+        fmt = im.format or "image"
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(name, f"image too large ({width}x{height} pixels, more than {MAX_PIXELS})")
+        im.load()  # full decode: this is where truncated and corrupt data are found
     except ImageError:
         raise
     except UnidentifiedImageError:
