@@ -28,6 +28,9 @@ Measures:
   (EAR: lid gaps 160-144 and 158-153 over the corners 33-133, and the mirror points) is below 0.6 x its clip
   median, runs 2 frames apart or less merged. For each, the minimum EAR of the stabilised track within the
   run ±1 frame, against the ``--no-smooth`` minimum: relative difference and frame offset.
+* **gaze** (talking clips): each eye's iris centre (468, 473) along its corner-to-corner axis over the eye's
+  width, per frame; the Pearson correlation of that series with the ``--no-smooth`` one (both eyes' mean): a
+  filter that holds the irises still while the eyes move loses it.
 * **blendshapes** (first 400 frames of each talking clip, as ``benchmarks/blendshape_eval.py``): Pearson
   correlation of the bounded least-squares solver's eyeBlinkRight/Left and jawOpen, solved on the stabilised
   landmarks, with the EAR and the mouth opening (13-14 over 61-291) of the ``--no-smooth`` landmarks.
@@ -235,6 +238,22 @@ def blink_rows(raw: np.ndarray, smoothed: np.ndarray) -> list[tuple[str, int, fl
     return rows
 
 
+def gaze(track: np.ndarray) -> np.ndarray:
+    """(T, 2) each eye's iris centre along its corner axis, over the eye's width (right eye first)."""
+    out = []
+    for corner, other, centre in ((33, 133, 468), (263, 362, 473)):
+        axis = track[:, other, :2] - track[:, corner, :2]
+        out.append(np.sum((track[:, centre, :2] - track[:, corner, :2]) * axis, -1) / np.sum(axis ** 2, -1))
+    return np.stack(out, 1)
+
+
+def gaze_correlation(raw: np.ndarray, smoothed: np.ndarray) -> float:
+    """Mean over both eyes of the correlation of ``smoothed``'s gaze series with ``raw``'s (frames with both)."""
+    g0, g1 = gaze(raw), gaze(smoothed)
+    ok = ~np.isnan(g0).any(1) & ~np.isnan(g1).any(1)
+    return float(np.mean([np.corrcoef(g0[ok, k], g1[ok, k])[0, 1] for k in range(2)]))
+
+
 def blendshape_correlations(raw: np.ndarray, smoothed: np.ndarray, size: tuple[int, int]) -> dict[str, float]:
     from attnmesh.apps import blendshapes as bs
 
@@ -336,6 +355,14 @@ def main() -> None:
         edepth = max(((r[3] - r[2]) / r[2] for r in euro), key=abs) if euro else float("nan")
         etiming = max((r[4] for r in euro), key=abs) if euro else 0
         print(f"| {name} | {len(rows)} | **{depth:+.1%}** | **{timing:+d}** | {edepth:+.1%} / {etiming:+d} |")
+
+    print("\n### Gaze (correlation of the irises' position in the eye with --no-smooth's)\n")
+    print("| clip | one-euro (MediaPipe's) | stabilised (default) |")
+    print("|---|---|---|")
+    for name in PUPPET_CLIPS:
+        t = tracks[name]
+        print(f"| {name} | {gaze_correlation(t['raw'], t['one_euro']):.3f} | "
+              f"**{gaze_correlation(t['raw'], t['default']):.3f}** |")
 
     print(f"\n### Blendshapes (first {PUPPET_FRAMES} frames; solver on stabilised landmarks vs raw geometry)\n")
     print("| clip | r(eyeBlinkRight, EAR) | r(eyeBlinkLeft, EAR) | r(jawOpen, mouth opening) |")
