@@ -24,8 +24,8 @@ blink (the eye's opening changes by more than ``LID_JUMP`` of its open level, or
 closed), which keeps blinks at full speed and depth. (Under the gated low-pass, as before, the irises hardly
 moved: a gaze shift changes too few neighbours to open the gate, and the stabilised gaze correlated 0.09-0.63
 with the raw one on the talking clips.) The lip loops, which move all the time in speech, go through their own
-constant-velocity alpha-beta filter whose -3 dB frequency is ``LIP_BANDWIDTH_HZ`` at the video's frame rate (10 Hz: speech moves the lips at
-the syllable rate, 4-8 Hz; alpha 0.83, beta 0.69 at 30 fps): a ramp passes without lag, a sudden opening
+constant-velocity alpha-beta filter whose -3 dB frequency is ``LIP_BANDWIDTH_HZ`` at the video's frame rate
+(10 Hz: speech moves the lips at the syllable rate, 4-8 Hz; alpha 0.83, beta 0.69 at 30 fps): a ramp passes without lag, a sudden opening
 reaches 0.83 of its depth on its frame, and the noise above 10 Hz is damped. (Passing the lips through raw
 whenever they moved, as before, left them carrying 70-90% of the remaining jitter.) The output is the filtered
 shape placed by the filtered pose.
