@@ -20,15 +20,15 @@ so that the coherent motion of an expression opens the gate and the incoherent n
 does not. Each eye (its 16-point contour and, with ``refine_landmarks``, its 5 iris points) goes through a
 constant-velocity alpha-beta filter of ``EYE_BANDWIDTH_HZ`` as one unit, so that gaze shifts and lid movements keep
 their speed and the iris stays inside its lids; lids and iris pass through unfiltered whenever they move like a
-blink (the eye's opening changes by more than ``LID_JUMP`` of its open level, or the eye is more than half
-closed), which keeps blinks at full speed and depth. (Under the gated low-pass, as before, the irises hardly
-moved: a gaze shift changes too few neighbours to open the gate, and the stabilised gaze correlated 0.09-0.63
-with the raw one on the talking clips.) The lip loops, which move all the time in speech, go through their own
-constant-velocity alpha-beta filter whose -3 dB frequency is ``LIP_BANDWIDTH_HZ`` at the video's frame rate
-(10 Hz: speech moves the lips at the syllable rate, 4-8 Hz; alpha 0.83, beta 0.69 at 30 fps): a ramp passes without lag, a sudden opening
-reaches 0.83 of its depth on its frame, and the noise above 10 Hz is damped. (Passing the lips through raw
-whenever they moved, as before, left them carrying 70-90% of the remaining jitter.) The output is the filtered
-shape placed by the filtered pose.
+blink (the eye's opening changes by more than ``LID_JUMP`` of its open level, or the eye is more than half closed),
+which keeps blinks at full speed and depth. (Under the gated low-pass, as before, the irises hardly moved: a gaze
+shift changes too few neighbours to open the gate, and the stabilised gaze correlated 0.09-0.63 with the raw one on
+the talking clips.) The lip loops, which move all the time in speech, go through their own constant-velocity
+alpha-beta filter whose -3 dB frequency is ``LIP_BANDWIDTH_HZ`` at the video's frame rate (10 Hz: speech moves the
+lips at the syllable rate, 4-8 Hz; alpha 0.83, beta 0.69 at 30 fps): a ramp passes without lag, a sudden opening
+reaches 0.83 of its depth on its frame, and the noise above 10 Hz is damped. (Passing the lips through raw whenever
+they moved, as before, left them carrying 70-90% of the remaining jitter.) The output is the filtered shape placed
+by the filtered pose.
 
 Measured by ``benchmarks/stable_landmarks.py`` (docs/stable-landmarks.md): jitter (residual of a centred 7-frame
 quadratic fit) 40%, 44% and 46% of MediaPipe's raw jitter on talking-d3, d6 and d9 where its one-euro settings
