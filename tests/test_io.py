@@ -34,6 +34,30 @@ def test_jpeg_matches_opencv(photo_rgb):
     assert np.abs(out.astype(int) - photo_rgb).mean() < 1.0
 
 
+def _pillow_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def test_colour_jpegs_are_pillows_pixels_with_or_without_simplejpeg(monkeypatch):
+    """Colour JPEGs go through libjpeg-turbo by simplejpeg when it takes them: the pixels must be Pillow's, for
+    the photos it decodes and for the one whose chroma subsampling it refuses (deepface-img47.jpg: Pillow
+    decodes it), and the same again with simplejpeg missing."""
+    import simplejpeg
+
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    refused = PHOTOS / "deepface-img47.jpg"
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(refused.read_bytes(), colorspace="RGB")
+    taken = [p for p in photos if p != refused]
+    assert len(taken) >= 10
+    for p in taken + [refused]:
+        np.testing.assert_array_equal(load_image(p), _pillow_rgb(p), err_msg=p.name)
+    monkeypatch.setitem(__import__("sys").modules, "simplejpeg", None)  # import fails: Pillow decodes
+    for p in taken[:3]:
+        np.testing.assert_array_equal(load_image(p), _pillow_rgb(p), err_msg=p.name)
+
+
 def test_16bit_png_from_8bit_image_decodes_back(tmp_path, photo_rgb):
     f = tmp_path / "sixteen.png"
     assert cv2.imwrite(str(f), photo_rgb[:, :, ::-1].astype(np.uint16) * 257)
