@@ -359,6 +359,9 @@ def test_a_signal_delivered_to_another_thread_waits_until_the_temporary_file_is_
     code = """if True:
         import signal, threading, time
         from attnmesh.io import outputs
+        # Python's own SIGINT handler, whatever this process inherited: a shell starts background jobs with
+        # SIGINT ignored, and Python then keeps it ignored (the held signal, re-raised, would do nothing)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         steps = []
         try:
             with outputs._signals_held():
