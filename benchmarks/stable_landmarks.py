@@ -33,7 +33,8 @@ Measures:
   filter that holds the irises still while the eyes move loses it.
 * **blendshapes** (first 400 frames of each talking clip, as ``benchmarks/blendshape_eval.py``): Pearson
   correlation of the bounded least-squares solver's eyeBlinkRight/Left and jawOpen, solved on the stabilised
-  landmarks, with the EAR and the mouth opening (13-14 over 61-291) of the ``--no-smooth`` landmarks.
+  landmarks against the neutral face estimated from the unsmoothed ones (as ``attnmesh puppet`` does), with the
+  EAR and the mouth opening (13-14 over 61-291) of the ``--no-smooth`` landmarks.
 """
 
 from __future__ import annotations
@@ -260,7 +261,9 @@ def blendshape_correlations(raw: np.ndarray, smoothed: np.ndarray, size: tuple[i
     ok = ~np.isnan(raw[:, 0, 0]) & ~np.isnan(smoothed[:, 0, 0])
     raw, smoothed = raw[ok], smoothed[ok]
     metrics = np.stack([bs.metric_landmarks(lm.astype(np.float32), size) for lm in smoothed])
-    solver = bs.BlendshapeSolver(bs.estimate_neutral(metrics))
+    # as 'attnmesh puppet' does: the neutral face from the unsmoothed landmarks, each stabilised frame solved
+    raw_metrics = np.stack([bs.metric_landmarks(lm.astype(np.float32), size) for lm in raw])
+    solver = bs.BlendshapeSolver(bs.estimate_neutral(raw_metrics))
     c = np.stack([solver.solve(m) for m in metrics])
     names = bs.BLENDSHAPE_NAMES
     mouth = np.linalg.norm(raw[:, 13, :2] - raw[:, 14, :2], axis=-1) / np.linalg.norm(

@@ -288,6 +288,30 @@ def test_puppet_command_writes_coefficients_and_avatar(tmp_path, short_clip):
     assert r.returncode == 2 and r.stderr.startswith("attnmesh: error: --out")
 
 
+def test_puppet_solves_the_stabilised_face_against_a_neutral_from_the_unsmoothed_one(tmp_path, short_clip):
+    """'attnmesh puppet' recomputed from 'attnmesh video --no-smooth' (the same tracking): each frame's landmarks
+    through the stabiliser, the neutral face from the unsmoothed landmarks, the solver on the stabilised ones."""
+    from attnmesh.pipeline.stabilizer import LandmarkStabilizer
+
+    out, raw = tmp_path / "coeffs.jsonl", tmp_path / "raw.jsonl"
+    assert run_apps("puppet", short_clip, "--out", out).returncode == 0
+    assert run_apps("video", short_clip, "--no-smooth", "--max-faces", "1", "--out", raw).returncode == 0
+    frames = [json.loads(line) for line in raw.read_text().splitlines()]
+    size = (frames[0]["width"], frames[0]["height"])
+    stabilizer = LandmarkStabilizer()
+    unsmoothed, stabilised = [], []
+    for f in frames:
+        lm = np.array(f["faces"][0]["landmarks"], np.float32)
+        unsmoothed.append(bs.metric_landmarks(lm, size))
+        stabilised.append(bs.metric_landmarks(stabilizer(lm, f["timestamp"]), size))
+    solver = bs.BlendshapeSolver(bs.estimate_neutral(np.stack(unsmoothed)))
+    expected = np.stack([solver.solve(m) for m in stabilised])
+    got = np.array([[rec["coefficients"][k] for k in bs.BLENDSHAPE_NAMES]
+                    for rec in map(json.loads, out.read_text().splitlines())])
+    # the JSON lines round the landmarks (video) and the coefficients (puppet) to a few decimals
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
 def test_blendshape_net_training_writes_what_the_shipped_loader_reads(tmp_path):
     """research/blendshape_net/train.py (outside the wheel), a tiny run: weights and manifest in the shipped
     format (same keys, inputs, outputs and sizes as the shipped manifest, sha256 of the written file) that load
