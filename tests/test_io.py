@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -53,7 +54,7 @@ def test_colour_jpegs_are_pillows_pixels_with_or_without_simplejpeg(monkeypatch)
     assert len(taken) >= 10
     for p in taken + [refused]:
         np.testing.assert_array_equal(load_image(p), _pillow_rgb(p), err_msg=p.name)
-    monkeypatch.setitem(__import__("sys").modules, "simplejpeg", None)  # import fails: Pillow decodes
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import fails: Pillow decodes
     for p in taken[:3]:
         np.testing.assert_array_equal(load_image(p), _pillow_rgb(p), err_msg=p.name)
 

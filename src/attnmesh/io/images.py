@@ -1,8 +1,9 @@
 """Reading images for the face pipelines: files on disk and in-memory arrays, as RGB uint8 HxWx3.
 
-* :func:`load_image` decodes a file with Pillow (colour JPEGs with libjpeg-turbo through simplejpeg, the same
-  pixels about 2.6x faster; OpenCV for the pixel values of 16-bit PNG/TIFF files), applies the EXIF orientation as a photo viewer does, and converts whatever it finds to RGB uint8. Every
-  failure is an :class:`ImageError` whose message is one line naming the file and the problem.
+* :func:`load_image` decodes a file with Pillow (colour JPEGs with libjpeg-turbo through simplejpeg: the same
+  pixels, faster; OpenCV for the pixel values of 16-bit PNG/TIFF files), applies the EXIF orientation as a
+  photo viewer does, and converts whatever it finds to RGB uint8. Every failure is an :class:`ImageError` whose
+  message is one line naming the file and the problem.
 * :func:`decode_image` does the same for the bytes of a file read elsewhere (object storage, a Parquet column).
 * :func:`as_rgb_uint8` does the same conversions for a NumPy array (what ``FaceMesh.process`` calls).
 * :func:`iter_image_paths` expands files and folders (recursively) into the image files to process.

@@ -109,6 +109,14 @@ def alpha_beta_for_bandwidth(bandwidth_hz: float, frame_rate: float) -> tuple[fl
     return gains(math.exp(0.5 * (lo + hi)))
 
 
+@functools.lru_cache(maxsize=4)
+def _eye_points(num_landmarks: int) -> tuple[tuple[list[int], ...], list[int]]:
+    """Per eye (as :data:`_EYES`), the points the eye filter moves as one unit: the contour, and the iris when
+    ``num_landmarks`` includes the irises; and both eyes' points concatenated (the filter's order)."""
+    eyes = tuple(list(contour) + (list(iris) if num_landmarks > max(iris) else []) for contour, _, _, iris in _EYES)
+    return eyes, [i for eye in eyes for i in eye]
+
+
 def _opening(shape: np.ndarray, gaps: tuple[tuple[int, int], ...], width: tuple[int, int]) -> float:
     gap = sum(float(np.linalg.norm(shape[a] - shape[b])) for a, b in gaps) / len(gaps)
     return gap / max(float(np.linalg.norm(shape[width[0]] - shape[width[1]])), 1e-9)
@@ -224,13 +232,12 @@ class LandmarkStabilizer:
         alpha-beta filter of ``LIP_BANDWIDTH_HZ``, each eye (contour and iris, when K includes the irises)
         through that of ``EYE_BANDWIDTH_HZ``, at the frame rate ``1 / dt``; an eye that blinks passes raw."""
         lips = list(_LIPS)
-        eyes = [list(contour) + (list(iris) if shape.shape[0] > max(iris) else [])
-                for contour, _, _, iris in _EYES]
+        eyes, both_eyes = _eye_points(shape.shape[0])
         rate = round(1.0 / dt, 1)
         self._lip_filter.alpha, self._lip_filter.beta = alpha_beta_for_bandwidth(LIP_BANDWIDTH_HZ, rate)
         self._eye_filter.alpha, self._eye_filter.beta = alpha_beta_for_bandwidth(EYE_BANDWIDTH_HZ, rate)
         filtered_lips = self._lip_filter(shape[lips], dt)
-        filtered_eyes = self._eye_filter(shape[eyes[0] + eyes[1]], dt)
+        filtered_eyes = self._eye_filter(shape[both_eyes], dt)
         if self._shape is None:
             distances = np.linalg.norm(shape[:, None] - shape[None], axis=-1)
             self._neighbours = np.argsort(distances, axis=1)[:, : self.neighbours]
@@ -244,7 +251,7 @@ class LandmarkStabilizer:
             1.0 - np.exp(-0.5 * (pooled / self.shape_sigma_cm) ** 2))
         out = previous + gain[:, None] * change
 
-        out[eyes[0] + eyes[1]] = filtered_eyes
+        out[both_eyes] = filtered_eyes
         for k, (_, gaps, width, _) in enumerate(_EYES):
             now, before = _opening(shape, gaps, width), _opening(previous, gaps, width)
             level = self._open_levels[k]
