@@ -102,7 +102,7 @@ def run_puppet(args: argparse.Namespace) -> int:
         # unsmoothed landmarks: the stabiliser holds lids and brows at earlier positions while they move little,
         # which shifts the frames and values the median sees (talking-d6's left eye: eyeBlink vs the eye's
         # aspect ratio 0.894 with a neutral from the stabilised landmarks, 0.902 with this one).
-        neutral = estimate_neutral(np.stack(neutral_metrics if smoother is not None and neutral_metrics else good))
+        neutral = estimate_neutral(np.stack(neutral_metrics or good))  # filled only when smoothing
         if args.method == "net":
             from ..apps.blendshape_net import BlendshapeNetPredictor
 
