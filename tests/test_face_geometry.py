@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from attnmesh.geometry.face_geometry import (FaceGeometry, PerspectiveCamera, estimate_face_geometry,
+                                             estimate_head_pose, estimate_head_poses,
                                              euler_from_rotation, load_canonical_face, rotation_from_euler,
                                              weighted_procrustes)
 
@@ -311,3 +312,38 @@ def test_matches_mediapipe():
         np.testing.assert_allclose(g.pose_transform[:3, 3], pose[:3, 3], atol=1e-3)
         np.testing.assert_allclose(g.metric_landmarks, mesh[:, :3], atol=1e-3)
         np.testing.assert_allclose(face.uv, mesh[:, 3:], atol=1e-6)
+
+
+def test_head_poses_match_mediapipe_and_do_not_depend_on_the_batch():
+    """estimate_head_poses (the output records' pose: 33 points, scales from singular values, all faces at once)
+    gives MediaPipe's pose, estimate_face_geometry's to rounding, and each face the same pose alone or in any
+    batch; a degenerate face gets NaN without touching the others."""
+    rng = np.random.default_rng(6)
+    inputs = [screen_landmarks(true_rotation(*angles), np.array(t, np.float64)) + rng.normal(0, 1.0, (468, 3))
+              for angles, t in POSES]
+    reference = mediapipe_face_geometry(inputs, WIDTH, HEIGHT)
+    batch = np.stack(inputs)
+    poses = estimate_head_poses(batch, [(WIDTH, HEIGHT)] * len(batch))
+    for lm, pose, (mp_pose, _) in zip(inputs, poses, reference):
+        np.testing.assert_allclose(pose[:3, :3], mp_pose[:3, :3], atol=1e-4)
+        np.testing.assert_allclose(pose[:3, 3], mp_pose[:3, 3], atol=1e-3)
+        np.testing.assert_allclose(pose, estimate_face_geometry(lm, (WIDTH, HEIGHT)).pose_transform, rtol=0,
+                                   atol=1e-9)
+        np.testing.assert_array_equal(estimate_head_pose(lm, (WIDTH, HEIGHT)), pose)
+    # a reflection-free rotation (rows orthonormal, det 1) in every pose
+    rotation = poses[:, :3, :3] / np.linalg.norm(poses[:, :3, 0], axis=1)[:, None, None]
+    np.testing.assert_allclose(np.linalg.det(rotation), 1.0, atol=1e-9)
+
+    compact = np.full((468, 3), 100.0) + rng.normal(0, 0.1, (468, 3))
+    broken = inputs[0].copy()
+    broken[7, 1] = np.nan
+    mixed = np.stack([inputs[1], compact, broken, inputs[2]])
+    sizes = [(WIDTH, HEIGHT), (WIDTH, HEIGHT), (WIDTH, HEIGHT), (HEIGHT, WIDTH)]
+    out = estimate_head_poses(mixed, sizes)
+    assert np.isnan(out[1]).all() and np.isnan(out[2]).all()
+    np.testing.assert_array_equal(out[0], poses[1])
+    np.testing.assert_array_equal(out[3], estimate_head_poses(inputs[2][None], [(HEIGHT, WIDTH)])[0])
+    with pytest.raises(ValueError, match="no head pose"):
+        estimate_head_pose(compact, (WIDTH, HEIGHT))
+    with pytest.raises(ValueError):
+        estimate_head_poses(np.zeros((2, 100, 3)), [(WIDTH, HEIGHT)] * 2)

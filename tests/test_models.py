@@ -143,6 +143,32 @@ def test_process_batch_equals_process() -> None:
             assert abs(a.score - b.score) <= 1e-5
 
 
+def test_image_records_of_a_batch_equal_those_of_each_image_alone() -> None:
+    """The output records (landmarks, head poses fitted for all faces of a batch at once) do not depend on the
+    batch: ``attnmesh images`` gives each photo the same record whatever --batch-size and --workers are."""
+    import attnmesh
+    from attnmesh.io.outputs import pose_record
+    from attnmesh.io.records import image_records
+
+    paths = photo_paths()[:6]
+    loaded = [(p, read_rgb(p)) for p in paths]
+    fm = attnmesh.FaceMesh(static_image_mode=True, max_num_faces=5)
+    batched = image_records(fm, loaded)
+    assert sum(len(r["faces"]) for _, r, _, _ in batched) >= 6
+    for (path, image), (_, record, _, faces) in zip(loaded, batched):
+        ((_, alone, _, _),) = image_records(fm, [(path, image)])
+        assert alone.keys() == record.keys() and len(alone["faces"]) == len(record["faces"])
+        for a, b, face in zip(alone["faces"], record["faces"], faces):
+            np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+            # the one-face path (attnmesh video's) agrees to rounding
+            one = pose_record(face.landmarks, (image.shape[1], image.shape[0]))
+            np.testing.assert_allclose(one["transform"], b["pose"]["transform"], rtol=0, atol=1e-6)
+            assert max(abs(one[k] - b["pose"][k]) for k in ("pitch", "yaw", "roll")) <= 1e-3
+            np.testing.assert_array_equal(a["pose"].pop("transform"), b["pose"].pop("transform"))
+            a.pop("landmarks"), b.pop("landmarks")
+            assert a == b
+
+
 @pytest.mark.parametrize("model, bound", [("cascade", 0.03), ("attention_mesh_300w", 0.05), ("transformer", 0.10)])
 def test_landmark_model_options_agree_with_the_attention_mesh(model: str, bound: float) -> None:
     """FaceMesh(model=...) runs the selected network end to end; on real photos its mesh stays close to the

@@ -51,6 +51,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..errors import CliError
+from ..topology import NUM_MESH_LANDMARKS
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
 SCHEMA_VERSION = "attnmesh.faces/1"
@@ -90,27 +91,40 @@ def _json_default(value: Any) -> Any:
 
 
 def pose_record(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[str, Any] | None:
-    """Head pose of one face, from :func:`attnmesh.geometry.face_geometry.estimate_face_geometry`:
-    ``{"pitch", "yaw", "roll"}`` degrees, ``"translation"`` [x, y, z] centimetres (camera metric space, z < 0)
-    and ``"transform"`` the 4x4 canonical-face -> camera matrix (row-major nested lists); None when the
-    landmarks are too degenerate for a fit."""
-    from ..geometry.face_geometry import FaceGeometry, estimate_head_pose
+    """Head pose of one face (:func:`pose_records` of one)."""
+    return pose_records(np.asarray(landmarks)[None], [image_size])[0]
 
-    try:
-        pose = estimate_head_pose(landmarks, image_size)
-        geometry = FaceGeometry(pose, np.empty((0, 3)))  # the pose's angles and translation
-        pitch, yaw, roll = geometry.euler_angles
-        return {"pitch": _r(pitch), "yaw": _r(yaw), "roll": _r(roll), "translation": _r(geometry.translation),
-                "transform": _rounded(pose, 6)}
-    except ValueError:
-        return None
+
+def pose_records(landmarks: np.ndarray, image_sizes: Any) -> list[dict[str, Any] | None]:
+    """Head pose of M faces, from :func:`attnmesh.geometry.face_geometry.estimate_head_poses` (all at once):
+    ``landmarks`` (M, K, 3) image pixels, ``image_sizes`` (M, 2) each face's image (width, height). Per face
+    ``{"pitch", "yaw", "roll"}`` degrees, ``"translation"`` [x, y, z] centimetres (camera metric space, z < 0)
+    and ``"transform"`` the 4x4 canonical-face -> camera matrix; None when the landmarks are too degenerate for
+    a fit. Angles as :attr:`attnmesh.geometry.face_geometry.FaceGeometry.euler_angles`."""
+    from ..geometry.face_geometry import estimate_head_poses
+
+    landmarks = np.asarray(landmarks)
+    if landmarks.ndim != 3 or landmarks.shape[1] < NUM_MESH_LANDMARKS or landmarks.shape[2] != 3:
+        return [None] * len(landmarks)  # not a mesh: no pose
+    if len(landmarks) == 0:
+        return []
+    poses = estimate_head_poses(landmarks, image_sizes)
+    rotation = poses[:, :3, :3] / np.sqrt((poses[:, :3, 0] ** 2).sum(1))[:, None, None]
+    angles = np.degrees(np.stack([np.arcsin(np.clip(rotation[:, 1, 2], -1.0, 1.0)),
+                                  np.arctan2(rotation[:, 0, 2], rotation[:, 2, 2]),
+                                  np.arctan2(rotation[:, 1, 0], rotation[:, 1, 1])], 1))
+    angles, translations, transforms = np.round(angles, 3), np.round(poses[:, :3, 3], 3), np.round(poses, 6)
+    return [{"pitch": float(a[0]), "yaw": float(a[1]), "roll": float(a[2]), "translation": t.tolist(),
+             "transform": m} if np.isfinite(m).all() else None
+            for a, t, m in zip(angles, translations, transforms)]
 
 
 def face_record(face: Any, image_size: tuple[int, int], landmarks: np.ndarray | None = None,
-                video: bool = False) -> dict[str, Any]:
+                video: bool = False, pose: dict[str, Any] | None | bool = True) -> dict[str, Any]:
     """The record of one :class:`attnmesh.Face` found in an image of ``image_size`` = (width, height).
 
-    ``landmarks`` replaces the face's own (smoothed landmarks in video); ``video`` adds ``track_id``.
+    ``landmarks`` replaces the face's own (smoothed landmarks in video); ``video`` adds ``track_id``; ``pose``
+    is the face's :func:`pose_records` entry when computed with other faces' (default: computed here).
     Raises ValueError for a non-finite value.
     """
     det = face.detection
@@ -121,7 +135,7 @@ def face_record(face: Any, image_size: tuple[int, int], landmarks: np.ndarray | 
         "box": _r(face.box),
         "roi": _r(face.roi.as_tuple()),
         "landmarks": _rounded(points),
-        "pose": pose_record(points, image_size),
+        "pose": pose_record(points, image_size) if pose is True else pose,
     }
     if video:
         track_id = getattr(face, "track_id", None)

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from ..topology import NUM_MESH_LANDMARKS
 from .images import ImageError
-from .outputs import error_record, face_record, image_record
+from .outputs import error_record, face_record, image_record, pose_records
 
 
 def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]], debug: bool = False
@@ -20,6 +23,7 @@ def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]], debug: bool = Fals
     ``debug`` re-raises a failing batch instead of retrying its images one by one."""
     good = [im for _, im in loaded if not isinstance(im, ImageError)]
     results = dict(zip((id(im) for im in good), _process(fm, good, debug)))
+    poses = _poses(good, results)
     out: list[tuple[Any, dict, Any, Any]] = []
     for path, im in loaded:
         if isinstance(im, ImageError):
@@ -31,7 +35,7 @@ def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]], debug: bool = Fals
             continue
         size = (int(im.shape[1]), int(im.shape[0]))
         try:
-            record = image_record(path, *size, [face_record(f, size) for f in faces])
+            record = image_record(path, *size, [face_record(f, size, pose=poses[id(f)]) for f in faces])
         except ValueError as e:
             if debug:
                 raise
@@ -39,6 +43,23 @@ def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]], debug: bool = Fals
             continue
         out.append((path, record, im, faces))
     return out
+
+
+def _poses(images: list[Any], results: dict[int, Any]) -> dict[int, Any]:
+    """The head pose record of every face found in ``images`` (keyed by ``id(face)``), in one vectorised fit."""
+    poses: dict[int, Any] = {}
+    faces, sizes = [], []
+    for im in images:
+        found = results[id(im)]
+        for face in () if isinstance(found, BaseException) else found:
+            poses[id(face)] = None  # fewer points than the mesh (a custom runner's): no pose, as one by one
+            if len(face.landmarks) >= NUM_MESH_LANDMARKS:
+                faces.append(face)
+                sizes.append((im.shape[1], im.shape[0]))
+    if faces:
+        landmarks = np.stack([np.asarray(f.landmarks)[:NUM_MESH_LANDMARKS] for f in faces])
+        poses.update(zip((id(f) for f in faces), pose_records(landmarks, sizes)))
+    return poses
 
 
 def _process(fm: Any, images: list[Any], debug: bool) -> list[Any]:
