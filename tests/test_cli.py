@@ -256,3 +256,16 @@ def test_a_worker_that_cannot_set_up_fails_the_run_with_one_line(tmp_path):
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("attnmesh: error: cannot set up the face mesh:") and "Not a directory" in lines[0]
     assert not out.exists() and not list(tmp_path.glob(".faces.jsonl*"))
+
+
+@pytest.mark.parametrize("n, batch", [(0, 8), (1, 8), (9, 8), (2012, 8), (17, 3), (100, 32)])
+def test_images_are_split_into_even_chunks(n, batch):
+    """attnmesh images splits its inputs into the fewest chunks of at most --batch-size, in order, with sizes
+    differing by at most one (no short last chunk)."""
+    from attnmesh.cli.images import even_chunks
+
+    chunks = even_chunks([Path(str(i)) for i in range(n)], batch)
+    assert [p for c in chunks for p in c] == [Path(str(i)) for i in range(n)]
+    assert len(chunks) == -(-n // batch)
+    sizes = [len(c) for c in chunks]
+    assert all(0 < s <= batch for s in sizes) and (not sizes or max(sizes) - min(sizes) <= 1)

@@ -173,8 +173,8 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     """:func:`image_records` of every path, in order: ``(path, record, image, faces)`` (``image`` and ``faces``
     are None unless ``--render`` needs them).
 
-    Chunks of ``args.batch_size`` images (default 8: one detector pass, then one mesh pass over all their
-    faces) go to ``args.workers`` workers (default: the CPUs this process may use; 1 on the torch backend),
+    Chunks of at most ``args.batch_size`` images (:func:`even_chunks`; default 8: one detector pass, then one
+    mesh pass over all their faces) go to ``args.workers`` workers (default: the CPUs this process may use; 1 on the torch backend),
     each running its networks on one CPU thread: threads sharing one :class:`FaceMesh` on OpenVINO and ONNX
     Runtime (the networks, decoding and warps release the GIL), worker processes with a FaceMesh each on
     PyTorch. Each image's faces are what a lone ``FaceMesh`` gives it: no result depends on the number of workers or
@@ -184,7 +184,7 @@ def _image_results(paths: Sequence[Path], args: argparse.Namespace) -> Iterator[
     on_torch = getattr(args, "backend", "auto") == "torch" or device_type(args.device) != "cpu"
     workers = getattr(args, "workers", None) or (1 if on_torch else available_cpus())
     batch = args.batch_size or IMAGES_BATCH
-    chunks = [list(paths[i:i + batch]) for i in range(0, len(paths), batch)]
+    chunks = even_chunks(paths, batch)
     workers = min(workers, len(chunks))
     keep_images = bool(getattr(args, "render", None))
     if workers <= 1:
@@ -228,6 +228,21 @@ def threads_in_one_process() -> int:
     from ..runtime import available_cpus, env_threads
 
     return env_threads() or available_cpus()
+
+
+def even_chunks(paths: Sequence[Path], batch: int) -> list[list[Path]]:
+    """``paths`` in order, in as few chunks of at most ``batch`` as possible, of sizes that differ by at most
+    one (2,012 photos in batches of 8: 248 of 8 and 4 of 7, not 251 of 8 and a last one of 4). A short last
+    chunk ran its detector one image at a time, which cost the process a compile of the batch-1 detector
+    graph (0.25-0.35 s, at the very end) for four images."""
+    count = -(-len(paths) // batch)
+    size, extra = divmod(len(paths), count) if count else (0, 0)
+    chunks, start = [], 0
+    for k in range(count):
+        end = start + size + (k < extra)
+        chunks.append(list(paths[start:end]))
+        start = end
+    return chunks
 
 
 IMAGES_BATCH = 8
