@@ -163,3 +163,17 @@ def test_gpu_crop_matches_opencv_crop_on_cpu(photos_and_rois) -> None:
     proj = project_points(torch.from_numpy(points), rois_tensor(all_rois)).numpy()
     expected = np.stack([project_to_image(p, r, 192) for p, r in zip(points, all_rois)])
     np.testing.assert_allclose(proj, expected, atol=2e-3)
+
+
+def test_crop_prefetch_leaves_crop_and_image_unchanged(photos_and_rois) -> None:
+    """crop_image reads the ROI's bounding box before warping (a cache prefetch): the crop equals the warp
+    without it, and the image is untouched, for ROIs inside, across the edge of and outside the image."""
+    images, rois = photos_and_rois
+    image = images[0]
+    h, w = image.shape[:2]
+    before = image.copy()
+    cases = rois[0] + [Roi(30, 40, 300, -1.0), Roi(w - 10, h / 2, 150, 2.0), Roi(-500, -500, 100, 0.3),
+                       Roi(w + 400, h / 3, 50, 0.0), Roi(w / 2, h / 2, 4 * max(w, h), 0.7)]
+    for roi in cases:
+        np.testing.assert_array_equal(crop_image(image, roi, 192), crop_image(image, roi, 192, prefetch=False))
+    np.testing.assert_array_equal(image, before)
