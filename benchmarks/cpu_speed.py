@@ -9,8 +9,9 @@ ONNX Runtime and PyTorch.
     (median over rounds). MediaPipe's own TFLite/XNNPACK timings where its interpreter runs the file alone (the
     attention model needs MediaPipe's custom ops, so only inside its graph, i.e. in (b)).
 (b) Tracking fps per clip: ``FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1)`` on the
-    same decoded frames, each engine in turn, round after round (``--repeats``), clip by clip; median per engine,
-    warm-up excluded.
+    same decoded frames, each engine in turn, round after round (``--repeats``; every other round in reverse
+    order, so that a machine speeding up or slowing down during the run favours no engine), clip by clip;
+    median per engine, warm-up excluded.
 (c) A photo folder, whole process (Python start-up, imports, model loading and decoding included): ``attnmesh
     images DIR --out x.parquet`` per backend vs a MediaPipe user's loop (``cv2.imread`` + static ``FaceMesh``,
     refine on, max 5 faces) over the same files; alternated, ``--repeats`` times, median wall time.
@@ -140,8 +141,9 @@ def tracking_table(clips: list[str], frames_per_clip: int, rounds: int = 3) -> d
         if not frames:
             raise SystemExit(f"cpu_speed.py: {path} has no frames")
         seconds: dict[str, list[float]] = {k: [] for k in engines}
-        for _ in range(rounds):  # engines in turn, round after round: background load hits all alike
-            for name, (process, reset) in engines.items():
+        order = list(engines.items())
+        for r in range(rounds):  # engines in turn, round after round, every other round in reverse order
+            for name, (process, reset) in (order if r % 2 == 0 else order[::-1]):  # (a drift hits all alike)
                 reset()
                 for f in frames[:3]:  # warm-up: first detection, lazy compilation
                     process(f)
@@ -181,8 +183,9 @@ def photo_table(folder: Path, repeats: int, backends: tuple[str, ...] = ("openvi
         for cmd in commands.values():  # first runs build the model caches; not timed
             subprocess.run(cmd, check=True, capture_output=True)
         walls = {k: [] for k in commands}
-        for _ in range(repeats):
-            for name, cmd in commands.items():
+        order = list(commands.items())
+        for r in range(repeats):  # alternated, every other repeat in reverse order
+            for name, cmd in (order if r % 2 == 0 else order[::-1]):
                 t = time.perf_counter()
                 subprocess.run(cmd, check=True, capture_output=True)
                 walls[name].append(time.perf_counter() - t)
