@@ -177,3 +177,22 @@ def test_crop_prefetch_leaves_crop_and_image_unchanged(photos_and_rois) -> None:
     for roi in cases:
         np.testing.assert_array_equal(crop_image(image, roi, 192), crop_image(image, roi, 192, prefetch=False))
     np.testing.assert_array_equal(image, before)
+
+
+def test_grouped_region_heads_give_the_attention_mesh_outputs(photos_and_rois) -> None:
+    """The exported Attention Mesh runs its five region heads as one grouped network (attnmesh.export.fused):
+    on real face crops and on noise, every output equals the plain AttentionMesh's (weights as shipped)."""
+    from attnmesh.export.fused import GroupedAttentionMesh
+    from attnmesh.registry import create_model
+
+    images, rois = photos_and_rois
+    crops = np.stack([crop_image(im, r, 192) for im, rs in zip(images, rois) for r in rs])
+    x = torch.cat([torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, torch.rand(2, 3, 192, 192)])
+    plain = create_model("attention_mesh").eval()
+    grouped = GroupedAttentionMesh(create_model("attention_mesh").eval()).eval()
+    with torch.no_grad():
+        a, b = plain(x), grouped(x)
+    for name in a._fields:
+        np.testing.assert_allclose(getattr(b, name).numpy(), getattr(a, name).numpy(), rtol=0, atol=1e-4,
+                                   err_msg=name)
+    assert a.landmarks.shape == (len(x), 478, 3)

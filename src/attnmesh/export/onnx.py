@@ -48,8 +48,9 @@ from ..weights import load_model_weights, read_manifest
 
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
 #: Bumped whenever the exported graphs change for the same weights (part of the cache key).
-#: 2: PRelu decomposed (:func:`decompose_prelu`).
-GRAPH_REVISION = 2
+#: 2: PRelu decomposed (:func:`decompose_prelu`). 3: the Attention Mesh's region heads grouped
+#: (:mod:`attnmesh.export.fused`).
+GRAPH_REVISION = 3
 MANIFEST = "manifest.json"
 
 
@@ -74,7 +75,9 @@ class _AttentionMeshGraph(nn.Module):
         super().__init__()
         from ..models.attention_mesh import AttentionMesh
 
-        self.net = load_model_weights(AttentionMesh(), weights).eval()
+        from .fused import GroupedAttentionMesh
+
+        self.net = GroupedAttentionMesh(load_model_weights(AttentionMesh(), weights).eval()).eval()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(image)
