@@ -69,8 +69,8 @@ class GroupedRegionHeads(nn.Module):
         super().__init__()
         self.num_points = [h.num_points for h in heads]
         self.width = 2 * max(self.num_points)  # output channels per group
-        self.stage4 = nn.Sequential(*[_grouped_block([h.stage4[i] for h in heads]) for i in range(len(heads[0].stage4))])
-        self.stage2 = nn.Sequential(*[_grouped_block([h.stage2[i] for h in heads]) for i in range(len(heads[0].stage2))])
+        self.stage4 = nn.Sequential(*[_grouped_block(blocks) for blocks in zip(*(h.stage4 for h in heads))])
+        self.stage2 = nn.Sequential(*[_grouped_block(blocks) for blocks in zip(*(h.stage2 for h in heads))])
         self.reduce = copy.deepcopy(heads[0].reduce)
         self.reduce.conv = _grouped_conv([h.reduce.conv for h in heads], depthwise=False)
         self.reduce.act = _concat_prelu([h.reduce.act for h in heads])  # type: ignore[arg-type]
