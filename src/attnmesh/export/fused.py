@@ -1,15 +1,18 @@
-"""The Attention Mesh's five region heads as one grouped network, for the exported graphs.
+"""The Attention Mesh's region networks as grouped networks, for the exported graphs.
 
-The refinement half of the Attention Mesh runs five :class:`~attnmesh.models.attention_mesh.RegionHead` s of the
-same shape (lips contour; right eye contour and iris; left eye contour and iris), each on 4x4x128 region
-features: about 27 small layers apiece, each a few microseconds of work and about as much of per-layer overhead
-in an inference runtime. Here their weights are concatenated into one network of grouped convolutions (group
-``g`` holds head ``g``'s channels): depthwise convolutions, PReLU slopes and max-pools act per channel, so they
-concatenate as they are; each 1x1 and the final 2x2 convolution becomes a convolution with ``groups=5``; the
-output convolution's groups are padded with zero filters to the largest head (80 points, the lips) and the padding
-is sliced off. Each head's points are the same computation as before, in the same order: OpenVINO gives the same
-landmarks to the bit, and the Attention Mesh at batch 1, one thread, spends about 150 us less in the heads and
-300-400 us less in total (2.3-2.5 -> 2.0-2.1 ms, profiled on a 2-vCPU AMD EPYC).
+The refinement half of the Attention Mesh runs three :class:`~attnmesh.models.attention_mesh.RegionTrunk` s
+(lips, right eye, left eye; 16x16x32 crops of the feature map -> 4x4x128) and five
+:class:`~attnmesh.models.attention_mesh.RegionHead` s (lips contour; each eye's contour and iris), each of the
+same shape: some 250 small layers in all, each a few microseconds of work and about as much of per-layer
+overhead in an inference runtime. Here the trunks' weights, and the heads', are concatenated into one network
+of grouped layers each (group ``g`` holds network ``g``'s channels): depthwise convolutions, PReLU slopes and
+max-pools act per channel, so they concatenate as they are; each 1x1 and the final 2x2 convolution becomes a
+convolution with one group per network; zero channels appended on a skip path are appended to every group; the
+heads' output convolution is padded with zero filters to the largest head (80 points, the lips) and the padding
+sliced off. Every network computes what it computed before, in the same order: OpenVINO gives the same landmarks
+to the bit (the Parquet table of 300w-train is unchanged). The Attention Mesh at batch 1, one thread, profiled
+on a 2-vCPU AMD EPYC: 592 -> 427 graph nodes; the heads 326-354 -> 185-201 us, the trunks about 20% less
+(0.17-0.18 -> 0.14 of the backbone's time); in all about 15% less time.
 
 Training and the PyTorch backend keep the plain :class:`~attnmesh.models.attention_mesh.AttentionMesh`.
 """
@@ -20,9 +23,10 @@ import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput, RegionHead, refine_landmarks
+from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput, RegionHead, RegionTrunk, refine_landmarks
 from ..models.blocks import BlazeBlock, Conv2dSame
 from ..models.spatial import CROP_SIZE, region_to_input_space, sample_region
 
@@ -49,15 +53,46 @@ def _grouped_conv(convs: Sequence[nn.Conv2d], depthwise: bool) -> nn.Conv2d:
     return out
 
 
-def _grouped_block(blocks: Sequence[BlazeBlock]) -> BlazeBlock:
-    """One :class:`BlazeBlock` doing ``blocks`` (same shape, no channel padding) side by side."""
-    if any(b.extra_channels for b in blocks):
-        raise ValueError("blocks that append channels on their skip path cannot be grouped")
-    out = copy.deepcopy(blocks[0])
-    out.dw = _grouped_conv([b.dw for b in blocks], depthwise=True)
-    out.pw = _grouped_conv([b.pw for b in blocks], depthwise=False)
-    out.act = _concat_prelu([b.act for b in blocks])  # type: ignore[arg-type]
-    return out
+class GroupedBlazeBlock(nn.Module):
+    """:class:`BlazeBlock` s of the same shape side by side, on their inputs concatenated along channels: group
+    ``g`` of the input and output channels is block ``g``'s. A block that appends zero channels on its skip path
+    appends them to each group."""
+
+    def __init__(self, blocks: Sequence[BlazeBlock]) -> None:
+        super().__init__()
+        first = blocks[0]
+        self.groups = len(blocks)
+        self.stride = first.stride
+        self.extra_channels = first.extra_channels
+        self.dw = _grouped_conv([b.dw for b in blocks], depthwise=True)
+        self.pw = _grouped_conv([b.pw for b in blocks], depthwise=False)
+        self.act = _concat_prelu([b.act for b in blocks])  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pw(self.dw(x))
+        skip = F.max_pool2d(x, 2, 2) if self.stride == 2 else x
+        if self.extra_channels:
+            n, c, height, width = skip.shape
+            skip = skip.reshape(n, self.groups, c // self.groups, height, width)
+            skip = F.pad(skip, (0, 0, 0, 0, 0, self.extra_channels)).reshape(n, -1, height, width)
+        return self.act(skip + h)
+
+
+def _grouped_block(blocks: Sequence[BlazeBlock]) -> nn.Module:
+    return GroupedBlazeBlock(blocks)
+
+
+class GroupedRegionTrunks(nn.Module):
+    """:class:`RegionTrunk` s side by side: (N, G*32, 16, 16) region crops concatenated along channels ->
+    (N, G*128, 4, 4) region features, group ``g`` trunk ``g``'s."""
+
+    def __init__(self, trunks: Sequence[RegionTrunk]) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(*[_grouped_block(blocks) for stage in ("stage16", "stage8", "stage4")
+                                      for blocks in zip(*(getattr(t, stage) for t in trunks))])
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.stages(crops)
 
 
 class GroupedRegionHeads(nn.Module):
@@ -99,6 +134,7 @@ class GroupedAttentionMesh(nn.Module):
     def __init__(self, net: AttentionMesh) -> None:
         super().__init__()
         self.net = net
+        self.trunks = GroupedRegionTrunks([net.lips.trunk, net.right_eye.trunk, net.left_eye.trunk])
         self.heads = GroupedRegionHeads([net.lips.contour, net.right_eye.contour, net.right_eye.iris,
                                          net.left_eye.contour, net.left_eye.iris])
 
@@ -108,9 +144,8 @@ class GroupedAttentionMesh(nn.Module):
         mesh, face_logit = net.predict_mesh(features6)
         transforms = net.region_transforms(mesh)
         t_lips, t_right, t_left = transforms.unbind(1)
-        lips_f = net.lips.trunk(sample_region(features48, t_lips, CROP_SIZE))
-        right_f = net.right_eye.trunk(sample_region(features48, t_right, CROP_SIZE))
-        left_f = net.left_eye.trunk(sample_region(features48, t_left, CROP_SIZE))
+        crops = torch.cat([sample_region(features48, t, CROP_SIZE) for t in (t_lips, t_right, t_left)], 1)
+        lips_f, right_f, left_f = self.trunks(crops).chunk(3, 1)
         lips, right_eye, right_iris, left_eye, left_iris = self.heads(
             torch.cat([lips_f, right_f, right_f, left_f, left_f], 1))
         lips = region_to_input_space(lips, t_lips)
