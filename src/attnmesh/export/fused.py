@@ -12,7 +12,8 @@ heads' output convolution is padded with zero filters to the largest head (80 po
 sliced off. Every network computes what it computed before, in the same order: OpenVINO gives the same landmarks
 to the bit (the Parquet table of 300w-train is unchanged). The Attention Mesh at batch 1, one thread, profiled
 on a 2-vCPU AMD EPYC: 592 -> 427 graph nodes; the heads 326-354 -> 185-201 us, the trunks about 20% less
-(0.17-0.18 -> 0.14 of the backbone's time); in all about 15% less time.
+(0.17-0.18 -> 0.14 of the backbone's time); the three crop transforms, computed with a region axis
+(:func:`region_transforms`), 427 -> 324 nodes; in all about 15% less time.
 
 Training and the PyTorch backend keep the plain :class:`~attnmesh.models.attention_mesh.AttentionMesh`.
 """
@@ -28,7 +29,8 @@ from torch import nn
 
 from ..models.attention_mesh import AttentionMesh, AttentionMeshOutput, RegionHead, RegionTrunk, refine_landmarks
 from ..models.blocks import BlazeBlock, Conv2dSame
-from ..models.spatial import CROP_SIZE, region_to_input_space, sample_region
+from .. import topology
+from ..models.spatial import CROP_SCALE, CROP_SIZE, FEATURE_STRIDE, region_to_input_space, sample_region
 
 
 def _concat_prelu(acts: Sequence[nn.PReLU]) -> nn.PReLU:
@@ -142,7 +144,7 @@ class GroupedAttentionMesh(nn.Module):
         net = self.net
         features48, features6 = net.backbone(image)
         mesh, face_logit = net.predict_mesh(features6)
-        transforms = net.region_transforms(mesh)
+        transforms = region_transforms(mesh)
         t_lips, t_right, t_left = transforms.unbind(1)
         crops = torch.cat([sample_region(features48, t, CROP_SIZE) for t in (t_lips, t_right, t_left)], 1)
         lips_f, right_f, left_f = self.trunks(crops).chunk(3, 1)
@@ -154,3 +156,30 @@ class GroupedAttentionMesh(nn.Module):
         landmarks = refine_landmarks(mesh, lips, right_eye, left_eye, right_iris, left_iris)
         return AttentionMeshOutput(landmarks, mesh, face_logit, lips, right_eye, left_eye, right_iris, left_iris,
                                    transforms)
+
+
+#: The regions of :meth:`AttentionMesh.region_transforms`, in its order.
+REGIONS = (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE), ("left_eye", topology.LEFT_EYE))
+
+
+def region_transforms(mesh: torch.Tensor) -> torch.Tensor:
+    """:meth:`AttentionMesh.region_transforms` (N, 3, 2, 3) of all three regions at once: the same arithmetic
+    (:func:`attnmesh.models.spatial.region_transform`) with a region axis, each region's point subset padded to
+    the longest by repeating its first point (which changes no minimum or maximum)."""
+    longest = max(len(indices) for _, indices in REGIONS)
+    subsets = torch.tensor([list(ix) + [ix[0]] * (longest - len(ix)) for _, ix in REGIONS])  # (R, K)
+    pairs = torch.tensor([topology.CROP_ROTATION_PAIRS[name] for name, _ in REGIONS])  # (R, 2)
+    p = (mesh / FEATURE_STRIDE)[..., :2]
+    left, right = p[:, pairs[:, 0]], p[:, pairs[:, 1]]  # (N, R, 2)
+    theta = -torch.atan2(right[..., 1] - left[..., 1], right[..., 0] - left[..., 0])  # (N, R)
+    c, s = torch.cos(theta), torch.sin(theta)
+    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # R(theta), (N, R, 2, 2)
+    q = torch.einsum("nrij,nrkj->nrki", rot, p[:, subsets])  # each subset rotated upright
+    q_min, q_max = q.min(dim=2).values, q.max(dim=2).values
+    size = q_max - q_min
+    center = torch.einsum("nrji,nrj->nri", rot, (q_max + q_min) / 2)
+    sx = CROP_SCALE * size[..., 0] / CROP_SIZE
+    sy = CROP_SCALE * size[..., 1] / CROP_SIZE
+    a = torch.stack([torch.stack([c * sx, s * sy], -1), torch.stack([-s * sx, c * sy], -1)], -2)
+    t = center - a.sum(-1) * (CROP_SIZE / 2)
+    return torch.cat([a, t.unsqueeze(-1)], -1)
