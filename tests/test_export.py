@@ -180,9 +180,9 @@ def test_crop_prefetch_leaves_crop_and_image_unchanged(photos_and_rois) -> None:
 
 
 def test_grouped_region_heads_give_the_attention_mesh_outputs(photos_and_rois) -> None:
-    """The exported Attention Mesh runs its five region heads as one grouped network (attnmesh.export.fused):
+    """The exported Attention Mesh runs its five region heads as one grouped network (attnmesh.models.grouped):
     on real face crops and on noise, every output equals the plain AttentionMesh's (weights as shipped)."""
-    from attnmesh.export.fused import GroupedAttentionMesh
+    from attnmesh.models.grouped import GroupedAttentionMesh
     from attnmesh.registry import create_model
 
     images, rois = photos_and_rois

@@ -49,7 +49,7 @@ from ..weights import load_model_weights, read_manifest
 OPSET = 17  # GridSample needs >= 16; 17 is supported by every ONNX Runtime >= 1.13 and TensorRT >= 8.6
 #: Bumped whenever the exported graphs change for the same weights (part of the cache key).
 #: 2: PRelu decomposed (:func:`decompose_prelu`). 3: the Attention Mesh's region heads grouped, 4: and its
-#: region trunks, 5: its three crop transforms computed at once (:mod:`attnmesh.export.fused`).
+#: region trunks, 5: its three crop transforms computed at once (:mod:`attnmesh.models.grouped`).
 GRAPH_REVISION = 5
 MANIFEST = "manifest.json"
 
@@ -75,7 +75,7 @@ class _AttentionMeshGraph(nn.Module):
         super().__init__()
         from ..models.attention_mesh import AttentionMesh
 
-        from .fused import GroupedAttentionMesh
+        from ..models.grouped import GroupedAttentionMesh
 
         self.net = GroupedAttentionMesh(load_model_weights(AttentionMesh(), weights).eval()).eval()
 

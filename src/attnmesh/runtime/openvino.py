@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: Bumped whenever the IR built for the same weights changes (part of the cache key). 2: the Attention Mesh's
-#: region heads grouped, 3: and its region trunks, 4: its crop transforms at once (:mod:`attnmesh.export.fused`).
+#: region heads grouped, 3: and its region trunks, 4: its crop transforms at once (:mod:`attnmesh.models.grouped`).
 GRAPH_REVISION = 4
 #: Static batch sizes the graphs are compiled for (:func:`batch_plan`). Few on purpose: each one a process uses
 #: costs a compile, about 0.3-0.45 s for the Attention Mesh even from the cache, and ``attnmesh images`` starts a
