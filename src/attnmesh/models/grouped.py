@@ -4,20 +4,20 @@ inference (the exported graphs of OpenVINO and ONNX Runtime, and the PyTorch bac
 The refinement half of the Attention Mesh runs three :class:`~attnmesh.models.attention_mesh.RegionTrunk` s
 (lips, right eye, left eye; 16x16x32 crops of the feature map -> 4x4x128) and five
 :class:`~attnmesh.models.attention_mesh.RegionHead` s (lips contour; each eye's contour and iris), each of the
-same shape: some 250 small layers in all, each a few microseconds of work and about as much of per-layer
-overhead in an inference runtime. Here the trunks' weights, and the heads', are concatenated into one network
-of grouped layers each (group ``g`` holds network ``g``'s channels): depthwise convolutions, PReLU slopes and
-max-pools act per channel, so they concatenate as they are; each 1x1 and the final 2x2 convolution becomes a
-convolution with one group per network; zero channels appended on a skip path are appended to every group; the
-heads' output convolution is padded with zero filters to the largest head (80 points, the lips) and the padding
-sliced off. Every network computes what it computed before, in the same order: OpenVINO gives the same landmarks
-to the bit (the Parquet table of 300w-train is unchanged). The Attention Mesh at batch 1, one thread, profiled
-on a 2-vCPU AMD EPYC: 592 -> 427 graph nodes; the heads 326-354 -> 185-201 us, the trunks about 20% less
-(0.17-0.18 -> 0.14 of the backbone's time); the three crop transforms, computed with a region axis
-(:func:`region_transforms`), 427 -> 324 nodes; in all about 15% less time.
+same shape: some 250 small layers in all, on 16x16 to 1x1 maps, about 4 us each in OpenVINO. Here the trunks'
+weights, and the heads', are concatenated into one network of grouped layers each (group ``g`` holds network
+``g``'s channels): depthwise convolutions, PReLU slopes and max-pools act per channel, so they concatenate as
+they are; each 1x1 and the final 2x2 convolution becomes a convolution with one group per network; zero channels
+appended on a skip path are appended to every group; the heads' output convolution is padded with zero filters
+to the largest head (80 points, the lips) and the padding sliced off. Every network computes what it computed
+before, in the same order: OpenVINO gives the same landmarks to the bit (the Parquet table of 300w-train is
+unchanged). The Attention Mesh at batch 1, one thread, profiled on a 2-vCPU AMD EPYC: 592 -> 427 graph nodes;
+the heads 326-354 -> 185-201 us, the trunks about 20% less (0.17-0.18 -> 0.14 of the backbone's time); the
+three crop transforms, computed with a region axis (:func:`region_transforms`), 427 -> 324 nodes; in all about
+15% less time.
 
-PyTorch eager, batch 1, one thread: about half the time (29.1 -> 15.6 ms). Training keeps the plain
-:class:`~attnmesh.models.attention_mesh.AttentionMesh` (whose weights these share as copies).
+PyTorch eager, batch 1, one thread, alternated: 23-28 -> 16-17 ms. Training keeps the plain
+:class:`~attnmesh.models.attention_mesh.AttentionMesh` (the grouped layers hold copies of its weights).
 """
 
 from __future__ import annotations

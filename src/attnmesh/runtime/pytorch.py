@@ -44,7 +44,7 @@ class TorchLandmarkRunner(CropLandmarkRunner):
         self.device = torch.device(device)
         if net is None:
             net = create_model(spec.name)
-            if spec.architecture == "attention_mesh":  # the same outputs, about half the time (models.grouped)
+            if spec.architecture == "attention_mesh":  # the same outputs, about a third less time (models.grouped)
                 from ..models.grouped import GroupedAttentionMesh
 
                 net = GroupedAttentionMesh(net)
