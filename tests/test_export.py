@@ -173,7 +173,8 @@ def test_crop_prefetch_leaves_crop_and_image_unchanged(photos_and_rois) -> None:
     h, w = image.shape[:2]
     before = image.copy()
     cases = rois[0] + [Roi(30, 40, 300, -1.0), Roi(w - 10, h / 2, 150, 2.0), Roi(-500, -500, 100, 0.3),
-                       Roi(w + 400, h / 3, 50, 0.0), Roi(w / 2, h / 2, 4 * max(w, h), 0.7)]
+                       Roi(w + 400, h / 3, 50, 0.0), Roi(w / 2, h / 2, 4 * max(w, h), 0.7),
+                       Roi(float("nan"), h / 2, 100, 0.0), Roi(w / 2, h / 2, float("inf"), 0.2)]
     for roi in cases:
         np.testing.assert_array_equal(crop_image(image, roi, 192), crop_image(image, roi, 192, prefetch=False))
     np.testing.assert_array_equal(image, before)
