@@ -28,7 +28,7 @@ from torch import nn
 from .. import topology
 from .blocks import BlazeBlock, ConvAct, blaze_stage
 from .sizes import MESH_INPUT_SIZE
-from .spatial import CROP_SIZE, FEATURE_STRIDE, region_to_input_space, region_transform, sample_region
+from .spatial import CROP_SIZE, FEATURE_STRIDE, region_to_input_space, region_transforms, sample_region
 
 INPUT_SIZE = MESH_INPUT_SIZE
 
@@ -170,11 +170,9 @@ class AttentionMesh(nn.Module):
     def region_transforms(mesh: torch.Tensor) -> torch.Tensor:
         """Crop transforms (N, 3, 2, 3) of lips, right eye, left eye (crop frame -> 48-space) from mesh
         points (N, 468+, 2+) in 192-space (the predicted mesh, or in training any target mesh)."""
-        points48 = mesh / FEATURE_STRIDE
-        pairs = topology.CROP_ROTATION_PAIRS
-        return torch.stack([region_transform(points48, pairs[name], indices) for name, indices in
-                            (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE),
-                             ("left_eye", topology.LEFT_EYE))], 1)
+        regions = (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE), ("left_eye", topology.LEFT_EYE))
+        return region_transforms(mesh / FEATURE_STRIDE, [topology.CROP_ROTATION_PAIRS[name] for name, _ in regions],
+                                 [indices for _, indices in regions])
 
     def refine_regions(self, features48: torch.Tensor, mesh: torch.Tensor, face_logit: torch.Tensor,
                        transforms: torch.Tensor) -> AttentionMeshOutput:

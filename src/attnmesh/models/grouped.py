@@ -13,8 +13,8 @@ to the largest head (80 points, the lips) and the padding sliced off. Every netw
 before, in the same order: OpenVINO gives the same landmarks to the bit (the Parquet table of 300w-train is
 unchanged). The Attention Mesh at batch 1, one thread, profiled on a 2-vCPU AMD EPYC: 592 -> 427 graph nodes;
 the heads 326-354 -> 185-201 us, the trunks about 20% less (0.17-0.18 -> 0.14 of the backbone's time); the
-three crop transforms, computed with a region axis (:func:`region_transforms`), 427 -> 324 nodes; in all about
-15% less time.
+three crop transforms, computed with a region axis (:func:`~attnmesh.models.spatial.region_transforms`, which
+:meth:`AttentionMesh.region_transforms` uses too), 427 -> 324 nodes; in all about 15% less time.
 
 PyTorch eager, batch 1, one thread, alternated: 23-28 -> 16-17 ms. Training keeps the plain
 :class:`~attnmesh.models.attention_mesh.AttentionMesh` (the grouped layers hold copies of its weights).
@@ -31,8 +31,7 @@ from torch import nn
 
 from .attention_mesh import AttentionMesh, AttentionMeshOutput, RegionHead, RegionTrunk, refine_landmarks
 from .blocks import BlazeBlock, Conv2dSame
-from .. import topology
-from .spatial import CROP_SCALE, CROP_SIZE, FEATURE_STRIDE, region_to_input_space, sample_region
+from .spatial import CROP_SIZE, region_to_input_space, sample_region
 
 
 def _concat_prelu(acts: Sequence[nn.PReLU]) -> nn.PReLU:
@@ -82,17 +81,13 @@ class GroupedBlazeBlock(nn.Module):
         return self.act(skip + h)
 
 
-def _grouped_block(blocks: Sequence[BlazeBlock]) -> nn.Module:
-    return GroupedBlazeBlock(blocks)
-
-
 class GroupedRegionTrunks(nn.Module):
     """:class:`RegionTrunk` s side by side: (N, G*32, 16, 16) region crops concatenated along channels ->
     (N, G*128, 4, 4) region features, group ``g`` trunk ``g``'s."""
 
     def __init__(self, trunks: Sequence[RegionTrunk]) -> None:
         super().__init__()
-        self.stages = nn.Sequential(*[_grouped_block(blocks) for stage in ("stage16", "stage8", "stage4")
+        self.stages = nn.Sequential(*[GroupedBlazeBlock(blocks) for stage in ("stage16", "stage8", "stage4")
                                       for blocks in zip(*(getattr(t, stage) for t in trunks))])
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
@@ -108,12 +103,12 @@ class GroupedRegionHeads(nn.Module):
         super().__init__()
         self.num_points = [h.num_points for h in heads]
         self.width = 2 * max(self.num_points)  # output channels per group
-        self.stage4 = nn.Sequential(*[_grouped_block(blocks) for blocks in zip(*(h.stage4 for h in heads))])
-        self.stage2 = nn.Sequential(*[_grouped_block(blocks) for blocks in zip(*(h.stage2 for h in heads))])
+        self.stage4 = nn.Sequential(*[GroupedBlazeBlock(blocks) for blocks in zip(*(h.stage4 for h in heads))])
+        self.stage2 = nn.Sequential(*[GroupedBlazeBlock(blocks) for blocks in zip(*(h.stage2 for h in heads))])
         self.reduce = copy.deepcopy(heads[0].reduce)
         self.reduce.conv = _grouped_conv([h.reduce.conv for h in heads], depthwise=False)
         self.reduce.act = _concat_prelu([h.reduce.act for h in heads])  # type: ignore[arg-type]
-        self.refine = _grouped_block([h.refine for h in heads])
+        self.refine = GroupedBlazeBlock([h.refine for h in heads])
         first = heads[0].out
         self.out = nn.Conv2d(first.in_channels * len(heads), self.width * len(heads), first.kernel_size, first.stride,
                              groups=len(heads))
@@ -149,7 +144,7 @@ class GroupedAttentionMesh(nn.Module):
         net = self.net
         features48, features6 = net.backbone(image)
         mesh, face_logit = net.predict_mesh(features6)
-        transforms = region_transforms(mesh)
+        transforms = net.region_transforms(mesh)
         t_lips, t_right, t_left = transforms.unbind(1)
         crops = torch.cat([sample_region(features48, t, CROP_SIZE) for t in (t_lips, t_right, t_left)], 1)
         lips_f, right_f, left_f = self.trunks(crops).chunk(3, 1)
@@ -162,29 +157,3 @@ class GroupedAttentionMesh(nn.Module):
         return AttentionMeshOutput(landmarks, mesh, face_logit, lips, right_eye, left_eye, right_iris, left_iris,
                                    transforms)
 
-
-#: The regions of :meth:`AttentionMesh.region_transforms`, in its order.
-REGIONS = (("lips", topology.LIPS), ("right_eye", topology.RIGHT_EYE), ("left_eye", topology.LEFT_EYE))
-
-
-def region_transforms(mesh: torch.Tensor) -> torch.Tensor:
-    """:meth:`AttentionMesh.region_transforms` (N, 3, 2, 3) of all three regions at once: the same arithmetic
-    (:func:`attnmesh.models.spatial.region_transform`) with a region axis, each region's point subset padded to
-    the longest by repeating its first point (which changes no minimum or maximum)."""
-    longest = max(len(indices) for _, indices in REGIONS)
-    subsets = torch.tensor([list(ix) + [ix[0]] * (longest - len(ix)) for _, ix in REGIONS])  # (R, K)
-    pairs = torch.tensor([topology.CROP_ROTATION_PAIRS[name] for name, _ in REGIONS])  # (R, 2)
-    p = (mesh / FEATURE_STRIDE)[..., :2]
-    left, right = p[:, pairs[:, 0]], p[:, pairs[:, 1]]  # (N, R, 2)
-    theta = -torch.atan2(right[..., 1] - left[..., 1], right[..., 0] - left[..., 0])  # (N, R)
-    c, s = torch.cos(theta), torch.sin(theta)
-    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # R(theta), (N, R, 2, 2)
-    q = torch.einsum("nrij,nrkj->nrki", rot, p[:, subsets])  # each subset rotated upright
-    q_min, q_max = q.min(dim=2).values, q.max(dim=2).values
-    size = q_max - q_min
-    center = torch.einsum("nrji,nrj->nri", rot, (q_max + q_min) / 2)
-    sx = CROP_SCALE * size[..., 0] / CROP_SIZE
-    sy = CROP_SCALE * size[..., 1] / CROP_SIZE
-    a = torch.stack([torch.stack([c * sx, s * sy], -1), torch.stack([-s * sx, c * sy], -1)], -2)
-    t = center - a.sum(-1) * (CROP_SIZE / 2)
-    return torch.cat([a, t.unsqueeze(-1)], -1)

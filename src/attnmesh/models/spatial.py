@@ -34,17 +34,29 @@ def region_transform(points48: torch.Tensor, rotation_pair: tuple[int, int], sub
     Returns:
         (N, 2, 3) affine ``T`` mapping crop-frame points to 48-space.
     """
+    return region_transforms(points48, [rotation_pair], [subset], crop_size, scale)[:, 0]
+
+
+def region_transforms(points48: torch.Tensor, rotation_pairs: Sequence[tuple[int, int]],
+                      subsets: Sequence[Sequence[int]], crop_size: int = CROP_SIZE, scale: float = CROP_SCALE
+                      ) -> torch.Tensor:
+    """:func:`region_transform` of R regions at once (one computation with a region axis, as one graph
+    does it): ``rotation_pairs`` and ``subsets`` per region -> (N, R, 2, 3). Each subset is padded to the longest
+    by repeating its first index, which changes no minimum or maximum."""
+    longest = max(len(ix) for ix in subsets)
+    index = torch.tensor([list(ix) + [ix[0]] * (longest - len(ix)) for ix in subsets])  # (R, K)
+    pairs = torch.tensor([list(pair) for pair in rotation_pairs])  # (R, 2)
     p = points48[..., :2]
-    left, right = p[:, rotation_pair[0]], p[:, rotation_pair[1]]
-    theta = -torch.atan2(right[:, 1] - left[:, 1], right[:, 0] - left[:, 0])  # (N,)
+    left, right = p[:, pairs[:, 0]], p[:, pairs[:, 1]]  # (N, R, 2)
+    theta = -torch.atan2(right[..., 1] - left[..., 1], right[..., 0] - left[..., 0])  # (N, R)
     c, s = torch.cos(theta), torch.sin(theta)
-    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # R(theta), (N, 2, 2)
-    q = torch.einsum("nij,nkj->nki", rot, p[:, list(subset)])  # subset rotated upright
-    q_min, q_max = q.min(dim=1).values, q.max(dim=1).values
+    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # R(theta), (N, R, 2, 2)
+    q = torch.einsum("nrij,nrkj->nrki", rot, p[:, index])  # each subset rotated upright
+    q_min, q_max = q.min(dim=2).values, q.max(dim=2).values
     size = q_max - q_min
-    center = torch.einsum("nji,nj->ni", rot, (q_max + q_min) / 2)  # R(-theta) = R(theta)^T
-    sx = scale * size[:, 0] / crop_size
-    sy = scale * size[:, 1] / crop_size
+    center = torch.einsum("nrji,nrj->nri", rot, (q_max + q_min) / 2)  # R(-theta) = R(theta)^T
+    sx = scale * size[..., 0] / crop_size
+    sy = scale * size[..., 1] / crop_size
     # A = R(-theta) diag(sx, sy); t = c - A (crop/2, crop/2)
     a = torch.stack([torch.stack([c * sx, s * sy], -1), torch.stack([-s * sx, c * sy], -1)], -2)
     t = center - a.sum(-1) * (crop_size / 2)
