@@ -101,7 +101,7 @@ def pose_records(landmarks: np.ndarray, image_sizes: Any) -> list[dict[str, Any]
     ``{"pitch", "yaw", "roll"}`` degrees, ``"translation"`` [x, y, z] centimetres (camera metric space, z < 0)
     and ``"transform"`` the 4x4 canonical-face -> camera matrix; None when the landmarks are too degenerate for
     a fit. Angles as :attr:`attnmesh.geometry.face_geometry.FaceGeometry.euler_angles`."""
-    from ..geometry.face_geometry import estimate_head_poses
+    from ..geometry.face_geometry import estimate_head_poses, euler_from_rotations
 
     landmarks = np.asarray(landmarks)
     if landmarks.ndim != 3 or landmarks.shape[1] < NUM_MESH_LANDMARKS or landmarks.shape[2] != 3:
@@ -109,10 +109,8 @@ def pose_records(landmarks: np.ndarray, image_sizes: Any) -> list[dict[str, Any]
     if len(landmarks) == 0:
         return []
     poses = estimate_head_poses(landmarks, image_sizes)
-    rotation = poses[:, :3, :3] / np.sqrt((poses[:, :3, 0] ** 2).sum(1))[:, None, None]
-    angles = np.degrees(np.stack([np.arcsin(np.clip(rotation[:, 1, 2], -1.0, 1.0)),
-                                  np.arctan2(rotation[:, 0, 2], rotation[:, 2, 2]),
-                                  np.arctan2(rotation[:, 1, 0], rotation[:, 1, 1])], 1))
+    scales = np.sqrt((poses[:, :3, 0] ** 2).sum(1))  # as FaceGeometry.scale, .rotation, .euler_angles
+    angles = euler_from_rotations(poses[:, :3, :3] / scales[:, None, None])
     angles, translations, transforms = np.round(angles, 3), np.round(poses[:, :3, 3], 3), np.round(poses, 6)
     return [{"pitch": float(a[0]), "yaw": float(a[1]), "roll": float(a[2]), "translation": t.tolist(),
              "transform": m} if np.isfinite(m).all() else None
