@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from ..topology import NUM_MESH_LANDMARKS
 from .images import ImageError
 from .outputs import error_record, face_record, image_record, pose_records
 
@@ -47,19 +46,16 @@ def image_records(fm: Any, loaded: Sequence[tuple[Any, Any]], debug: bool = Fals
 
 def _poses(images: list[Any], results: dict[int, Any]) -> dict[int, Any]:
     """The head pose record of every face found in ``images`` (keyed by ``id(face)``), in one vectorised fit."""
-    poses: dict[int, Any] = {}
     faces, sizes = [], []
     for im in images:
         found = results[id(im)]
-        for face in () if isinstance(found, BaseException) else found:
-            poses[id(face)] = None  # fewer points than the mesh (a custom runner's): no pose, as one by one
-            if len(face.landmarks) >= NUM_MESH_LANDMARKS:
-                faces.append(face)
-                sizes.append((im.shape[1], im.shape[0]))
-    if faces:
-        landmarks = np.stack([np.asarray(f.landmarks)[:NUM_MESH_LANDMARKS] for f in faces])
-        poses.update(zip((id(f) for f in faces), pose_records(landmarks, sizes)))
-    return poses
+        if not isinstance(found, BaseException):
+            faces += found
+            sizes += [(im.shape[1], im.shape[0])] * len(found)
+    if not faces:
+        return {}
+    # one landmark model per FaceMesh: every face has the same number of points (fewer than the mesh's: no pose)
+    return dict(zip((id(f) for f in faces), pose_records(np.stack([f.landmarks for f in faces]), sizes)))
 
 
 def _process(fm: Any, images: list[Any], debug: bool) -> list[Any]:
