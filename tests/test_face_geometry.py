@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from attnmesh.geometry.face_geometry import (FaceGeometry, PerspectiveCamera, estimate_face_geometry,
+from attnmesh.geometry.face_geometry import (FaceGeometry, PerspectiveCamera, ProcrustesBasis, estimate_face_geometry,
                                              estimate_head_pose, estimate_head_poses,
                                              euler_from_rotation, load_canonical_face, rotation_from_euler,
                                              weighted_procrustes)
@@ -347,3 +347,20 @@ def test_head_poses_match_mediapipe_and_do_not_depend_on_the_batch():
         estimate_head_pose(compact, (WIDTH, HEIGHT))
     with pytest.raises(ValueError):
         estimate_head_poses(np.zeros((2, 100, 3)), [(WIDTH, HEIGHT)] * 2)
+
+
+def test_procrustes_fit_many_equals_fit_one_by_one():
+    """ProcrustesBasis.fit_many and .scales (the batched head pose) agree with .fit (one target, as
+    weighted_procrustes and the stabiliser use it); a degenerate target gets NaN where .fit raises."""
+    rng = np.random.default_rng(7)
+    source, weights = rng.normal(size=(33, 3)), rng.uniform(0.1, 1.0, 33)
+    basis = ProcrustesBasis(source, weights)
+    targets = np.stack([2.0 * source @ true_rotation(*rng.uniform(-40, 40, 3)).T + rng.normal(size=3)
+                        + rng.normal(0, 0.05, (33, 3)) for _ in range(6)] + [np.zeros((33, 3))])
+    transforms, ok = basis.fit_many(targets)
+    assert ok.tolist() == [True] * 6 + [False] and np.isnan(transforms[6]).all()
+    for target, transform in zip(targets[:6], transforms):
+        np.testing.assert_allclose(transform, basis.fit(target), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(basis.scales(targets[:6]), np.linalg.norm(transforms[:6, :3, 0], axis=1), atol=1e-9)
+    with pytest.raises(ValueError):
+        basis.fit(targets[6])
